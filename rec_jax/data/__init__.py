@@ -1,0 +1,1 @@
+"""Datasets (tensorflow-datasets builders) and deterministic input pipelines."""
