@@ -1,0 +1,54 @@
+r"""SASRec: causal Transformer trained with full-softmax cross-entropy.
+
+Next-item prediction at every position of packed training rows, tied item
+table, leave-one-out, early stopping on validation NDCG@10, evaluated by
+full ranking with the user's history excluded.
+
+  python -m rec_jax.main --config=configs/sasrec.py:dataset=beauty \
+      --workdir=/tmp/sasrec_beauty
+
+Args (`:key=value,flag`): dataset (default synthetic), loss (ce | bce |
+sampled_softmax), seed, smoke.
+
+Measured (results in benchmarks/results/baselines.md): see that table for
+test NDCG@10 on beauty / toys / lastfm / ml-1m and seconds per epoch on a
+2-core CPU.
+"""
+
+from rec_jax import config_lib
+
+
+def get_config(arg=None):
+  args = config_lib.parse_arg(arg, dataset='synthetic', loss='ce', seed=0,
+                              smoke=False)
+  config = config_lib.ml_collections.ConfigDict()
+  config.seed = args.seed
+
+  config.data = config_lib.data_config(args.dataset)
+
+  config.model = config_lib.model_config(causal=True)
+
+  config.finetune = dict(
+      objective='causal',   # next item at every position.
+      loss=args.loss,       # ce: full softmax over the catalog.
+      num_negatives=1 if args.loss == 'bce' else 256,
+      sampler='uniform',    # sampled_softmax proposal: uniform | popularity.
+      mask_prob=0.0,
+      batch_size=64,        # packed rows of max_len positions each.
+      num_epochs=200,
+      patience=10,          # evaluations without improvement.
+      optimizer=config_lib.optimizer_config(lr=1e-3),
+  )
+
+  config.mesh = config_lib.mesh_config()
+  config.axis_rules = config_lib.axis_rules()
+
+  config.checkpoint = config_lib.checkpoint_config()
+
+  config.eval = config_lib.eval_config()
+
+  config.log_every_steps = 50
+
+  if args.smoke:
+    config_lib.smoke(config)
+  return config

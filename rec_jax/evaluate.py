@@ -1,0 +1,209 @@
+"""Full-ranking and sampled evaluation of next-item models; the `eval` stage.
+
+Protocol (S3-Rec): score the target against every item of the catalog, with
+the items of the user's own history removed from the ranking (never the
+target itself). Also the 99-sampled-negatives protocol where the dataset
+ships `NAME_sample.txt` (LastFM).
+"""
+
+import functools
+import json
+
+from flax import nnx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import tqdm
+
+from rec_jax import metrics
+from rec_jax import sharding
+from rec_jax.data import pipeline
+
+
+def _user_vectors(model, inputs, positions, segment_ids):
+  hidden = model.encoder(inputs, positions, segment_ids)
+  return hidden[:, -1]  # [E, D]: the newest position (or the [MASK]).
+
+
+def full_ranking_step(params, batch, *, graphdef, top_k, mesh,
+                      exclude_history):
+  """Ranks of targets among all items, and the top-k lists. Jit-able."""
+  model = nnx.merge(graphdef, params)
+  user = _user_vectors(model, batch['inputs'], batch['positions'],
+                       batch['segment_ids'])
+  scores = model.encoder.item_logits(user)  # [E, V]
+  if exclude_history:
+    scores = metrics.exclude(scores, batch['exclude'], batch['targets'])
+  ranks = metrics.target_rank(scores, batch['targets'])
+  _, top = metrics.top_k(scores, top_k, mesh)
+  return ranks, top
+
+
+def sampled_step(params, batch, *, graphdef):
+  """Ranks of targets among [target] + sampled negatives. Jit-able."""
+  model = nnx.merge(graphdef, params)
+  user = _user_vectors(model, batch['inputs'], batch['positions'],
+                       batch['segment_ids'])
+  cand = jnp.take(model.encoder.item_table(), batch['candidates'], axis=0)
+  scores = jnp.einsum('ed,ecd->ec', user, cand.astype(user.dtype))
+  return metrics.target_rank(scores.astype(jnp.float32),
+                             jnp.zeros(scores.shape[:1], jnp.int32))
+
+
+class Evaluator:
+  """Evaluates params on (histories, targets) lists, batched and sharded."""
+
+  def __init__(self, *, graphdef, mesh, max_len: int, mask_id: int | None,
+               batch_size: int, top_k: int = 20, exclude_history: bool = True):
+    sharding.check_batch(batch_size, mesh, 'eval.batch_size')
+    self.mesh = mesh
+    self.max_len = max_len
+    self.mask_id = mask_id
+    self.batch_size = batch_size
+    self.top_k = top_k
+    self.exclude_history = exclude_history
+    self._full = jax.jit(functools.partial(
+        full_ranking_step, graphdef=graphdef, top_k=top_k, mesh=mesh,
+        exclude_history=exclude_history))
+    self._sampled = jax.jit(functools.partial(sampled_step,
+                                              graphdef=graphdef))
+
+  def _batches(self, histories, targets, extra=None):
+    n = len(histories)
+    rows = sharding.process_rows(self.batch_size)
+    for start in range(0, n, self.batch_size):
+      idx = np.arange(start, start + self.batch_size)
+      valid = idx < n
+      idx = np.where(valid, idx, 0)  # pad the last batch with row 0.
+      hist = [histories[i] for i in idx]
+      batch = pipeline.eval_inputs(hist, self.max_len, mask_id=self.mask_id)
+      batch['targets'] = np.asarray(targets, np.int32)[idx]
+      batch['exclude'] = pipeline.pad_histories(hist)
+      if extra is not None:
+        batch['candidates'] = extra[idx]
+      local = {k: v[rows] for k, v in batch.items()}
+      yield valid, batch, sharding.host_to_global(self.mesh, local)
+
+  def full_ranking(self, params, histories, targets, *, desc='eval',
+                   keep_top=False):
+    """Mean metrics over users (and each user's top-k when keep_top).
+
+    Returns:
+      (metrics dict, top-k int array [N, k] or None).
+    """
+    all_ranks, all_top = [], []
+    n = len(histories)
+    for valid, _, batch in tqdm.tqdm(
+        self._batches(histories, targets), desc=desc, leave=False,
+        total=-(-n // self.batch_size), disable=jax.process_index() != 0):
+      ranks, top = self._full(params, batch)
+      ranks, top = _gather((ranks, top))
+      all_ranks.append(ranks[valid])
+      if keep_top:
+        all_top.append(top[valid])
+    ranks = np.concatenate(all_ranks)
+    out = metrics.mean(metrics.from_ranks(ranks, xp=np))
+    return out, (np.concatenate(all_top) if keep_top else None)
+
+  def sampled(self, params, histories, targets, negatives):
+    """Metrics ranking each target against its own sampled negatives."""
+    cands = np.concatenate([np.asarray(targets, np.int32)[:, None],
+                            np.asarray(negatives, np.int32)], axis=1)
+    all_ranks = []
+    for valid, _, batch in self._batches(histories, targets, extra=cands):
+      ranks = _gather(self._sampled(params, batch))
+      all_ranks.append(ranks[valid])
+    ranks = np.concatenate(all_ranks)
+    return metrics.mean(metrics.from_ranks(ranks, xp=np))
+
+
+def _gather(tree):
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    return multihost_utils.process_allgather(tree, tiled=True)
+  return jax.device_get(tree)
+
+
+def write_predictions(path: str, users, targets, top):
+  """One JSON line per user: user, target and the ranked top-k items."""
+  with open(path, 'w', encoding='utf-8') as f:
+    for u, t, row in zip(users, targets, top):
+      f.write(json.dumps({'user': int(u), 'target': int(t),
+                          'top': [int(i) for i in row]}) + '\n')
+
+
+def recompute_from_predictions(path: str, ks=metrics.KS) -> dict:
+  """HR@k / NDCG@k from a predictions.jsonl (independent check)."""
+  hr = {k: [] for k in ks}
+  ndcg = {k: [] for k in ks}
+  with open(path, encoding='utf-8') as f:
+    for line in f:
+      rec = json.loads(line)
+      top = rec['top']
+      rank = top.index(rec['target']) if rec['target'] in top else len(top)
+      for k in ks:
+        hr[k].append(float(rank < k))
+        ndcg[k].append(1.0 / np.log2(rank + 2) if rank < k else 0.0)
+  out = {f'hr@{k}': float(np.mean(hr[k])) for k in ks}
+  out.update({f'ndcg@{k}': float(np.mean(ndcg[k])) for k in ks})
+  return out
+
+
+def log_table(results: dict):
+  """Logs valid/test metrics as a small table."""
+  rows = [(split, results[split]) for split in ('valid', 'test', 'test_sampled')
+          if split in results]
+  header = 'split        ' + ' '.join(f'{m:>8}' for m in metrics.METRIC_NAMES)
+  lines = [header] + [
+      f'{s:<12} ' + ' '.join(f'{r[m]:8.4f}' for m in metrics.METRIC_NAMES)
+      for s, r in rows]
+  return '\n'.join(lines)
+
+
+
+def run(config, train_workdir: str, workdir: str) -> dict:
+  """The `eval` stage: the best checkpoint of `train_workdir` on valid/test.
+
+  Writes `<workdir>/predictions.jsonl` (every test user's target and top-k).
+
+  Returns:
+    {'valid': metrics, 'test': metrics[, 'test_sampled': metrics], ...}.
+  """
+  # Imported here: the trainer imports this module for its evaluator.
+  from rec_jax import checkpoints  # pylint: disable=g-import-not-at-top
+  from rec_jax import finetune  # pylint: disable=g-import-not-at-top
+  import os  # pylint: disable=g-import-not-at-top
+  import time  # pylint: disable=g-import-not-at-top
+
+  ds, split = finetune.load_data(config)
+  mesh = sharding.make_mesh(config.mesh)
+  graphdef, abs_params, param_sh = finetune.abstract_model(
+      config, ds.num_items, mesh)
+  abstract = jax.tree.map(
+      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+      abs_params, param_sh)
+  params, meta = checkpoints.restore_best_params(train_workdir, abstract)
+  evaluator = Evaluator(
+      graphdef=graphdef, mesh=mesh, max_len=config.model.max_len,
+      mask_id=None if config.model.causal else ds.num_items + 1,
+      batch_size=config.eval.batch_size, top_k=config.eval.top_k,
+      exclude_history=config.eval.exclude_history)
+  t = time.perf_counter()
+  valid, _ = evaluator.full_ranking(params, split.valid_history,
+                                    split.valid_target, desc='valid')
+  test, top = evaluator.full_ranking(params, split.test_history,
+                                     split.test_target, desc='test',
+                                     keep_top=True)
+  results = dict(dataset=ds.name, num_users=ds.num_users,
+                 num_items=ds.num_items, valid=valid, test=test,
+                 best_step=int(meta['step']),
+                 protocol=dict(ranking='full', exclude_history=bool(
+                     config.eval.exclude_history), split='leave-one-out'))
+  if config.eval.sampled and ds.sample_negatives is not None:
+    results['test_sampled'] = evaluator.sampled(
+        params, split.test_history, split.test_target, ds.sample_negatives)
+  results['eval_seconds'] = time.perf_counter() - t
+  if jax.process_index() == 0:
+    write_predictions(os.path.join(workdir, 'predictions.jsonl'), split.users,
+                      split.test_target, top)
+  return results

@@ -1,0 +1,95 @@
+"""Next-item losses over the tied item table. All return (sum, count) so that
+callers normalise by the number of real targets across the whole batch."""
+
+import jax
+import jax.numpy as jnp
+
+from rec_jax.models import sequence
+
+
+def full_softmax_ce(hidden, targets, table, num_items: int):
+  """Cross-entropy against every item in the catalog.
+
+  Args:
+    hidden: [B, L, D] sequence outputs.
+    targets: int [B, L] item to predict at each position; 0 = no target.
+    table: [V, D] item table (tied output layer).
+    num_items: catalog size; table rows outside 1..num_items get no mass.
+
+  Returns:
+    (sum of per-target losses, number of targets).
+  """
+  logits = jnp.einsum('bld,vd->blv', hidden, table.astype(hidden.dtype))
+  logits = sequence.mask_non_items(logits.astype(jnp.float32), num_items)
+  lse = jax.nn.logsumexp(logits, axis=-1)
+  target_logit = jnp.take_along_axis(logits, targets[..., None], -1)[..., 0]
+  weight = (targets > 0).astype(jnp.float32)
+  return jnp.sum((lse - target_logit) * weight), jnp.sum(weight)
+
+
+def sampled_bce(hidden, targets, table, num_items: int, key,
+                num_negatives: int = 1):
+  """Binary cross-entropy with uniformly sampled negatives (SASRec, S3-Rec).
+
+  Each target position scores its positive against `num_negatives` items
+  drawn uniformly from 1..num_items (a draw equal to the positive is masked).
+  """
+  pos = jnp.take(table, targets, axis=0).astype(hidden.dtype)  # [B, L, D]
+  neg_ids = jax.random.randint(key, targets.shape + (num_negatives,), 1,
+                               num_items + 1)
+  neg = jnp.take(table, neg_ids, axis=0).astype(hidden.dtype)  # [B, L, N, D]
+  pos_logit = jnp.sum(hidden * pos, -1).astype(jnp.float32)
+  neg_logit = jnp.einsum('bld,blnd->bln', hidden, neg).astype(jnp.float32)
+  weight = (targets > 0).astype(jnp.float32)
+  neg_weight = weight[..., None] * (neg_ids != targets[..., None])
+  loss = (-jax.nn.log_sigmoid(pos_logit) * weight
+          + jnp.sum(-jax.nn.log_sigmoid(-neg_logit) * neg_weight, -1))
+  return jnp.sum(loss), jnp.sum(weight)
+
+
+def sampled_softmax(hidden, targets, table, num_items: int, key,
+                    num_negatives: int, log_q=None):
+  """Softmax over the positive and shared sampled negatives, logQ-corrected.
+
+  Negatives are shared by the whole batch (one [N, D] gather instead of a
+  [B, L, V] matmul). With a proposal Q (log_q: [V] log-probabilities of each
+  table row, -inf for non-items) the logits of every candidate are reduced by
+  log Q(item), which makes the estimate of the full softmax consistent; None
+  means uniform proposals (constant correction, omitted).
+
+  Args:
+    hidden: [B, L, D]; targets: int [B, L] (0 = none); table: [V, D].
+    num_items: catalog size. key: PRNG key. num_negatives: N.
+    log_q: optional [V] float32 proposal log-probabilities.
+
+  Returns:
+    (sum of per-target losses, number of targets).
+  """
+  if log_q is None:
+    neg_ids = jax.random.randint(key, (num_negatives,), 1, num_items + 1)
+  else:
+    neg_ids = jax.random.categorical(key, log_q, shape=(num_negatives,))
+  neg = jnp.take(table, neg_ids, axis=0).astype(hidden.dtype)  # [N, D]
+  pos = jnp.take(table, targets, axis=0).astype(hidden.dtype)  # [B, L, D]
+  pos_logit = jnp.sum(hidden * pos, -1).astype(jnp.float32)
+  neg_logit = jnp.einsum('bld,nd->bln', hidden, neg).astype(jnp.float32)
+  if log_q is not None:
+    pos_logit -= jnp.take(log_q, targets)
+    neg_logit -= jnp.take(log_q, neg_ids)[None, None]
+  # A sampled negative that is the positive itself is not a negative.
+  neg_logit = jnp.where(neg_ids[None, None] == targets[..., None], -jnp.inf,
+                        neg_logit)
+  logits = jnp.concatenate([pos_logit[..., None], neg_logit], -1)
+  loss = jax.nn.logsumexp(logits, -1) - pos_logit
+  weight = (targets > 0).astype(jnp.float32)
+  return jnp.sum(loss * weight), jnp.sum(weight)
+
+
+def popularity_log_q(counts, num_items: int, vocab: int, smoothing=1.0):
+  """[V] log-probabilities proportional to item counts (+ smoothing)."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  q = np.zeros((vocab,), np.float64)
+  q[1:num_items + 1] = np.asarray(counts[1:num_items + 1], np.float64) + smoothing
+  q /= q.sum()
+  with np.errstate(divide='ignore'):
+    return np.log(q).astype(np.float32)

@@ -1,0 +1,1 @@
+"""Flax NNX models; every parameter carries logical axis names."""

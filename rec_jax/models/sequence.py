@@ -1,0 +1,125 @@
+"""Transformer sequence encoder over item ids: SASRec (causal attention) and
+BERT4Rec (bidirectional attention) share it; the item table is tied to the
+output layer.
+
+Item id layout: 0 is padding, 1..num_items are items, num_items + 1 is the
+[MASK] token (used by Cloze objectives); the table is padded to a multiple of
+`vocab_multiple` rows so that it splits evenly over the `model` mesh axis.
+Rows that are not items never receive probability mass (see `item_logits`).
+"""
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from rec_jax.models import layers
+
+
+def vocab_size(num_items: int, multiple: int) -> int:
+  """Rows of the item table: pad, items, mask, rounded up to `multiple`."""
+  n = num_items + 2
+  return -(-n // multiple) * multiple
+
+
+class SequenceEncoder(nnx.Module):
+  """Item + position embeddings, Transformer blocks, final LayerNorm."""
+
+  def __init__(self, *, num_items: int, max_len: int, embed_dim: int,
+               num_layers: int, num_heads: int, mlp_dim: int, causal: bool,
+               dropout_rate: float = 0.0, attention_dropout_rate: float = 0.0,
+               vocab_multiple: int = 128, dtype: str = 'float32',
+               rngs: nnx.Rngs):
+    self.num_items = num_items
+    self.max_len = max_len
+    self.causal = causal
+    self.dropout_rate = dropout_rate
+    self.attention_dropout_rate = attention_dropout_rate
+    self.dtype = jnp.dtype(dtype)
+    self.item_embed = layers.param(
+        rngs.params(), (vocab_size(num_items, vocab_multiple), embed_dim),
+        ('vocab', 'embed'))
+    self.pos_embed = layers.param(rngs.params(), (max_len, embed_dim),
+                                  ('seq', 'embed'))
+    self.embed_norm = layers.LayerNorm(embed_dim, rngs=rngs)
+    self.blocks = nnx.List([
+        layers.Block(embed_dim, num_heads, mlp_dim, rngs=rngs)
+        for _ in range(num_layers)])
+    self.final_norm = layers.LayerNorm(embed_dim, rngs=rngs)
+
+  @property
+  def mask_id(self) -> int:
+    return self.num_items + 1
+
+  def __call__(self, items, positions, segment_ids, *, key=None,
+               return_layers: bool = False):
+    """Encodes item sequences.
+
+    Args:
+      items: int [B, L] item ids (0 = padding).
+      positions: int [B, L] position ids in [0, max_len); sequences are
+        right-aligned, so the newest item of a sequence sits at max_len - 1.
+      segment_ids: int [B, L]; 0 is padding and positions with equal ids
+        belong to the same sequence (several sequences may share a row).
+      key: dropout key; None means deterministic (evaluation).
+      return_layers: also return every layer's output (feature extraction).
+
+    Returns:
+      hidden [B, L, D] (and a list of per-layer [B, L, D] if requested).
+    """
+    keys = layers.split_key(key, len(self.blocks) + 1)
+    table = self.item_embed[...].astype(self.dtype)
+    x = jnp.take(table, items, axis=0)
+    x = x + jnp.take(self.pos_embed[...].astype(self.dtype), positions, axis=0)
+    x = layers.dropout(self.embed_norm(x), self.dropout_rate, keys[0])
+    x = x * (segment_ids != 0)[..., None].astype(x.dtype)
+    mask = layers.attention_mask(segment_ids, causal=self.causal)
+    outs = [x]
+    for block, k in zip(self.blocks, keys[1:]):
+      x = block(x, mask, dropout_rate=self.dropout_rate,
+                attention_dropout_rate=self.attention_dropout_rate, key=k)
+      outs.append(x)
+    x = self.final_norm(x)
+    outs[-1] = x
+    return (x, outs) if return_layers else x
+
+  def item_table(self):
+    """[V, D] item embeddings (rows beyond num_items are never scored)."""
+    return self.item_embed[...]
+
+  def item_logits(self, hidden):
+    """Scores of every table row; non-item rows are set to -inf.
+
+    Args:
+      hidden: [..., D] sequence representations.
+
+    Returns:
+      [..., V] float32 logits over the whole (padded) table.
+    """
+    table = self.item_embed[...].astype(hidden.dtype)
+    logits = jnp.einsum('...d,vd->...v', hidden, table).astype(jnp.float32)
+    return mask_non_items(logits, self.num_items)
+
+
+def mask_non_items(logits, num_items: int):
+  ids = jax.lax.broadcasted_iota(jnp.int32, logits.shape, logits.ndim - 1)
+  valid = (ids >= 1) & (ids <= num_items)
+  return jnp.where(valid, logits, -jnp.inf)
+
+
+class NextItemModel(nnx.Module):
+  """The fine-tune model for next-item ranking: an `encoder` and nothing
+  else, since the output layer is the encoder's own item table."""
+
+  def __init__(self, *, rngs: nnx.Rngs, **encoder_kwargs):
+    self.encoder = SequenceEncoder(rngs=rngs, **encoder_kwargs)
+
+
+def build(model_cfg, num_items: int, *, rngs: nnx.Rngs) -> NextItemModel:
+  """Builds the model named by `config.model` for a catalog of num_items."""
+  return NextItemModel(
+      rngs=rngs, num_items=num_items, max_len=model_cfg.max_len,
+      embed_dim=model_cfg.embed_dim, num_layers=model_cfg.num_layers,
+      num_heads=model_cfg.num_heads, mlp_dim=model_cfg.mlp_dim,
+      causal=model_cfg.causal, dropout_rate=model_cfg.dropout_rate,
+      attention_dropout_rate=model_cfg.attention_dropout_rate,
+      vocab_multiple=model_cfg.vocab_multiple, dtype=model_cfg.dtype)

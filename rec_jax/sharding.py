@@ -1,0 +1,99 @@
+"""Device mesh from config, logical axis rules, and state shardings."""
+
+import contextlib
+import math
+
+from absl import logging
+import jax
+from jax.sharding import AxisType
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+import numpy as np
+import optax
+
+AXES = ('data', 'fsdp', 'model')
+
+
+def mesh_shape(mesh_cfg, num_devices: int) -> tuple[int, ...]:
+  """Resolves `{data, fsdp, model}` sizes, one of which may be -1."""
+  sizes = [int(mesh_cfg[a]) for a in AXES]
+  if sizes.count(-1) > 1:
+    raise ValueError(f'config.mesh: at most one axis may be -1, got {sizes}.')
+  if any(s == 0 or s < -1 for s in sizes):
+    raise ValueError(f'config.mesh: axis sizes must be >= 1 or -1: {sizes}.')
+  known = math.prod(s for s in sizes if s != -1)
+  if num_devices % known:
+    raise ValueError(
+        f'config.mesh {dict(zip(AXES, sizes))} does not divide the '
+        f'{num_devices} available devices.')
+  sizes = [num_devices // known if s == -1 else s for s in sizes]
+  if math.prod(sizes) != num_devices:
+    raise ValueError(
+        f'config.mesh {dict(zip(AXES, sizes))} uses {math.prod(sizes)} '
+        f'devices but {num_devices} are available; set one axis to -1.')
+  return tuple(sizes)
+
+
+def make_mesh(mesh_cfg) -> jax.sharding.Mesh:
+  shape = mesh_shape(mesh_cfg, jax.device_count())
+  # Auto axes: classic GSPMD propagation (make_mesh defaults to Explicit).
+  mesh = jax.make_mesh(shape, AXES, axis_types=(AxisType.Auto,) * len(AXES))
+  logging.info('Mesh %s over %d devices (%d processes).',
+               dict(zip(AXES, shape)), jax.device_count(), jax.process_count())
+  return mesh
+
+
+@contextlib.contextmanager
+def use(mesh, rules):
+  """Mesh and logical axis rules for model construction and stepping."""
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  with jax.set_mesh(mesh), nnx.logical_axis_rules(tuple(
+      (k, v) for k, v in rules)):
+    yield
+
+
+def batch_axes():
+  return ('data', 'fsdp')
+
+
+def batch_sharding(mesh, ndim: int = 2) -> NamedSharding:
+  return NamedSharding(mesh, P(batch_axes(), *([None] * (ndim - 1))))
+
+
+def replicated(mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def data_parallel_size(mesh) -> int:
+  return mesh.shape['data'] * mesh.shape['fsdp']
+
+
+def check_batch(global_batch: int, mesh, what: str = 'batch_size'):
+  n = data_parallel_size(mesh)
+  if global_batch % n:
+    raise ValueError(
+        f'{what}={global_batch} must be divisible by the data-parallel size '
+        f'{n} (mesh data x fsdp = {mesh.shape["data"]} x {mesh.shape["fsdp"]}).')
+
+
+def opt_state_shardings(tx, abstract_opt_state, param_shardings, mesh):
+  """Gives optimizer moments the shardings of their parameters."""
+  return optax.tree_map_params(
+      tx, lambda _, s: s, abstract_opt_state, param_shardings,
+      transform_non_params=lambda _: replicated(mesh))
+
+
+def host_to_global(mesh, tree):
+  """Builds global arrays from this process's rows of a batch (numpy)."""
+  def put(x):
+    x = np.asarray(x)
+    return jax.make_array_from_process_local_data(
+        batch_sharding(mesh, x.ndim), x)
+  return jax.tree.map(put, tree)
+
+
+def process_rows(global_rows: int) -> slice:
+  """The slice of a global batch's rows that this process loads."""
+  per = global_rows // jax.process_count()
+  i = jax.process_index()
+  return slice(i * per, (i + 1) * per)
