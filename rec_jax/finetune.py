@@ -107,6 +107,33 @@ def train_step(state, batch, key, *, graphdef, tx, cfg, num_items: int,
                      'train/param_norm': optax.global_norm(params)}
 
 
+def state_shardings(tx, abs_params, param_sh, mesh):
+  """(abstract optimizer state, shardings of the whole train state)."""
+  abs_opt = jax.eval_shape(tx.init, abs_params)
+  return abs_opt, dict(
+      step=sharding.replicated(mesh), params=param_sh,
+      opt_state=sharding.opt_state_shardings(tx, abs_opt, param_sh, mesh))
+
+
+def jit_train_step(cfg, graphdef, tx, state_sh, mesh, num_items, log_q=None):
+  """train_step jitted once with explicit in/out shardings."""
+  return jax.jit(
+      functools.partial(train_step, graphdef=graphdef, tx=tx, cfg=cfg,
+                        num_items=num_items, log_q=log_q),
+      in_shardings=(state_sh, sharding.batch_sharding(mesh),
+                    sharding.replicated(mesh)),
+      out_shardings=(state_sh, sharding.replicated(mesh)),
+      donate_argnums=0)
+
+
+def init_state(tx, params, state_sh, mesh):
+  """{'step': 0, 'params', 'opt_state'} laid out with `state_sh`."""
+  with jax.set_mesh(mesh):
+    return jax.jit(lambda p: dict(step=jnp.zeros((), jnp.int32), params=p,
+                                  opt_state=tx.init(p)),
+                   out_shardings=state_sh)(params)
+
+
 # ----------------------------------------------------------------- loop ----
 
 
@@ -145,10 +172,7 @@ def run(config, workdir: str) -> dict:
   # Model and optimizer.
   graphdef, abs_params, param_sh = abstract_model(config, ds.num_items, mesh)
   tx, lr_schedule = optimizers.make(cfg.optimizer, total_steps)
-  abs_opt = jax.eval_shape(tx.init, abs_params)
-  state_sh = dict(step=sharding.replicated(mesh), params=param_sh,
-                  opt_state=sharding.opt_state_shardings(tx, abs_opt,
-                                                         param_sh, mesh))
+  abs_opt, state_sh = state_shardings(tx, abs_params, param_sh, mesh)
   log_q = None
   if cfg.loss == 'sampled_softmax' and cfg.sampler == 'popularity':
     counts = np.bincount(segments.targets, minlength=ds.num_items + 1)
@@ -169,10 +193,7 @@ def run(config, workdir: str) -> dict:
                  workdir, ckpt.latest_step(), meta['epoch'], meta['index'])
   else:
     params = init_params(config, ds.num_items, mesh, param_sh, config.seed)
-    with jax.set_mesh(mesh):
-      state = jax.jit(lambda p: dict(step=jnp.zeros((), jnp.int32), params=p,
-                                     opt_state=tx.init(p)),
-                      out_shardings=state_sh)(params)
+    state = init_state(tx, params, state_sh, mesh)
     meta = dict(epoch=0, index=0, best=None, best_step=-1, best_epoch=-1,
                 bad_evals=0, train_seconds=0.0, evals=[], stopped_early=False)
     with open(os.path.join(workdir, 'config.json'), 'w',
@@ -180,13 +201,8 @@ def run(config, workdir: str) -> dict:
       f.write(config.to_json_best_effort(indent=2, sort_keys=True))
 
   # Step.
-  step_fn = jax.jit(
-      functools.partial(train_step, graphdef=graphdef, tx=tx, cfg=cfg,
-                        num_items=ds.num_items, log_q=log_q),
-      in_shardings=(state_sh, sharding.batch_sharding(mesh),
-                    sharding.replicated(mesh)),
-      out_shardings=(state_sh, sharding.replicated(mesh)),
-      donate_argnums=0)
+  step_fn = jit_train_step(cfg, graphdef, tx, state_sh, mesh, ds.num_items,
+                           log_q)
   key = jax.device_put(jax.random.key(config.seed), sharding.replicated(mesh))
   evaluator = evaluate.Evaluator(
       graphdef=graphdef, mesh=mesh, max_len=max_len,

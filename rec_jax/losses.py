@@ -24,7 +24,9 @@ def full_softmax_ce(hidden, targets, table, num_items: int):
   lse = jax.nn.logsumexp(logits, axis=-1)
   target_logit = jnp.take_along_axis(logits, targets[..., None], -1)[..., 0]
   weight = (targets > 0).astype(jnp.float32)
-  return jnp.sum((lse - target_logit) * weight), jnp.sum(weight)
+  # Padding targets (id 0) have a -inf logit: select, never multiply by 0.
+  loss = jnp.where(targets > 0, lse - target_logit, 0.0)
+  return jnp.sum(loss), jnp.sum(weight)
 
 
 def sampled_bce(hidden, targets, table, num_items: int, key,
@@ -44,45 +46,46 @@ def sampled_bce(hidden, targets, table, num_items: int, key,
   neg_weight = weight[..., None] * (neg_ids != targets[..., None])
   loss = (-jax.nn.log_sigmoid(pos_logit) * weight
           + jnp.sum(-jax.nn.log_sigmoid(-neg_logit) * neg_weight, -1))
-  return jnp.sum(loss), jnp.sum(weight)
+  return jnp.sum(jnp.where(targets > 0, loss, 0.0)), jnp.sum(weight)
 
 
 def sampled_softmax(hidden, targets, table, num_items: int, key,
                     num_negatives: int, log_q=None):
   """Softmax over the positive and shared sampled negatives, logQ-corrected.
 
-  Negatives are shared by the whole batch (one [N, D] gather instead of a
-  [B, L, V] matmul). With a proposal Q (log_q: [V] log-probabilities of each
-  table row, -inf for non-items) the logits of every candidate are reduced by
-  log Q(item), which makes the estimate of the full softmax consistent; None
-  means uniform proposals (constant correction, omitted).
+  N negatives are drawn from a proposal Q and shared by the whole batch (one
+  [N, D] gather instead of a [B, L, V] matmul). Each negative's logit is
+  reduced by log(N Q(item)), so that the sum of their exponentials is an
+  unbiased estimate of the full partition function; the loss then tends to
+  the full-softmax cross-entropy as N grows (Bengio & Senecal; Yi et al.,
+  RecSys 2019). A negative equal to the positive is dropped.
 
   Args:
     hidden: [B, L, D]; targets: int [B, L] (0 = none); table: [V, D].
     num_items: catalog size. key: PRNG key. num_negatives: N.
-    log_q: optional [V] float32 proposal log-probabilities.
+    log_q: optional [V] float32 proposal log-probabilities (-inf for rows
+      that are not items); None means uniform over 1..num_items.
 
   Returns:
     (sum of per-target losses, number of targets).
   """
   if log_q is None:
     neg_ids = jax.random.randint(key, (num_negatives,), 1, num_items + 1)
+    neg_log_q = jnp.full((num_negatives,), -jnp.log(float(num_items)))
   else:
     neg_ids = jax.random.categorical(key, log_q, shape=(num_negatives,))
+    neg_log_q = jnp.take(log_q, neg_ids)
   neg = jnp.take(table, neg_ids, axis=0).astype(hidden.dtype)  # [N, D]
   pos = jnp.take(table, targets, axis=0).astype(hidden.dtype)  # [B, L, D]
   pos_logit = jnp.sum(hidden * pos, -1).astype(jnp.float32)
   neg_logit = jnp.einsum('bld,nd->bln', hidden, neg).astype(jnp.float32)
-  if log_q is not None:
-    pos_logit -= jnp.take(log_q, targets)
-    neg_logit -= jnp.take(log_q, neg_ids)[None, None]
-  # A sampled negative that is the positive itself is not a negative.
+  neg_logit -= (neg_log_q + jnp.log(float(num_negatives)))[None, None]
   neg_logit = jnp.where(neg_ids[None, None] == targets[..., None], -jnp.inf,
                         neg_logit)
   logits = jnp.concatenate([pos_logit[..., None], neg_logit], -1)
   loss = jax.nn.logsumexp(logits, -1) - pos_logit
   weight = (targets > 0).astype(jnp.float32)
-  return jnp.sum(loss * weight), jnp.sum(weight)
+  return jnp.sum(jnp.where(targets > 0, loss, 0.0)), jnp.sum(weight)
 
 
 def popularity_log_q(counts, num_items: int, vocab: int, smoothing=1.0):

@@ -27,17 +27,27 @@ def mesh_shape(mesh_cfg, num_devices: int) -> tuple[int, ...]:
         f'config.mesh {dict(zip(AXES, sizes))} does not divide the '
         f'{num_devices} available devices.')
   sizes = [num_devices // known if s == -1 else s for s in sizes]
-  if math.prod(sizes) != num_devices:
+  if math.prod(sizes) > num_devices:
     raise ValueError(
-        f'config.mesh {dict(zip(AXES, sizes))} uses {math.prod(sizes)} '
-        f'devices but {num_devices} are available; set one axis to -1.')
+        f'config.mesh {dict(zip(AXES, sizes))} needs {math.prod(sizes)} '
+        f'devices but {num_devices} are available.')
   return tuple(sizes)
 
 
 def make_mesh(mesh_cfg) -> jax.sharding.Mesh:
+  """The (data, fsdp, model) mesh; explicit sizes may use fewer devices."""
   shape = mesh_shape(mesh_cfg, jax.device_count())
+  devices = None
+  if math.prod(shape) < jax.device_count():
+    if jax.process_count() > 1:
+      raise ValueError(f'config.mesh {shape} must use all '
+                       f'{jax.device_count()} devices of a multi-host run.')
+    logging.warning('config.mesh %s uses %d of %d devices.', shape,
+                    math.prod(shape), jax.device_count())
+    devices = jax.devices()[:math.prod(shape)]
   # Auto axes: classic GSPMD propagation (make_mesh defaults to Explicit).
-  mesh = jax.make_mesh(shape, AXES, axis_types=(AxisType.Auto,) * len(AXES))
+  mesh = jax.make_mesh(shape, AXES, axis_types=(AxisType.Auto,) * len(AXES),
+                       devices=devices)
   logging.info('Mesh %s over %d devices (%d processes).',
                dict(zip(AXES, shape)), jax.device_count(), jax.process_count())
   return mesh

@@ -1,0 +1,42 @@
+"""Test set-up: 8 fake CPU devices before any JAX use, fast compiles."""
+
+import os
+
+os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
+                           ' --xla_force_host_platform_device_count=8')
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+
+import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
+from absl import flags  # pylint: disable=g-import-not-at-top,wrong-import-position
+import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+jax.config.update('jax_disable_most_optimizations', True)
+# grain and config_flags read absl flags; tests do not go through app.run.
+flags.FLAGS.mark_as_parsed()
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(autouse=True, scope='session')
+def _cache_dir(tmp_path_factory):
+  """Prepared datasets go to a writable temp dir (the data dir is read-only)."""
+  if not os.environ.get('REC_JAX_CACHE_DIR'):
+    os.environ['REC_JAX_CACHE_DIR'] = str(tmp_path_factory.mktemp('tfds'))
+  yield
+
+
+def data_dir_or_skip():
+  d = os.environ.get('REC_JAX_DATA_DIR')
+  if not d:
+    pytest.skip('REC_JAX_DATA_DIR is not set: real-data test skipped')
+  return d
+
+
+def load_config(name: str, arg: str | None = None):
+  """get_config of configs/<name>.py (configs is not a package)."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  path = os.path.join(REPO, 'configs', name + '.py')
+  spec = importlib.util.spec_from_file_location(f'configs_{name}', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)

@@ -1,0 +1,90 @@
+"""Sequence encoder: shapes, logical shardings, causality, packing."""
+
+from flax import nnx
+import jax
+import jax.numpy as jnp
+from jax.sharding import PartitionSpec as P
+import numpy as np
+import pytest
+
+from rec_jax import config_lib
+from rec_jax import finetune
+from rec_jax import sharding
+from rec_jax.models import sequence
+
+
+def _config(causal=True):
+  cfg = config_lib.ml_collections.ConfigDict()
+  cfg.model = config_lib.model_config(causal=causal, max_len=8, embed_dim=16,
+                                      num_layers=2, num_heads=2, mlp_dim=32)
+  cfg.axis_rules = config_lib.axis_rules()
+  return cfg
+
+
+def _model(causal=True, num_items=30):
+  return sequence.build(_config(causal).model, num_items, rngs=nnx.Rngs(0))
+
+
+def test_shapes_and_vocab_padding():
+  model = _model()
+  items = jnp.array([[0, 0, 3, 4, 5, 6, 7, 8]])
+  h = model.encoder(items, jnp.arange(8)[None], (items > 0).astype(jnp.int32))
+  assert h.shape == (1, 8, 16)
+  logits = model.encoder.item_logits(h[:, -1])
+  assert logits.shape == (1, 128)  # 30 items + pad + mask -> 128 rows.
+  assert np.isneginf(logits[0, 0]) and np.isneginf(logits[0, 31])
+  assert np.isfinite(logits[0, 1:31]).all()
+
+
+def test_partition_specs_on_4x2_mesh():
+  mesh = sharding.make_mesh(config_lib.mesh_config(data=4, model=2))
+  cfg = _config()
+  _, abs_params, shardings = finetune.abstract_model(cfg, 30, mesh)
+  enc = shardings['encoder']
+  assert enc['item_embed'].spec == P('model', 'fsdp')
+  assert enc['blocks'][0]['attn']['query'].spec == P('fsdp', 'model', None)
+  assert enc['blocks'][0]['mlp']['wi'].spec == P('fsdp', 'model')
+  assert enc['blocks'][0]['mlp']['wo'].spec == P('model', 'fsdp')
+  params = finetune.init_params(cfg, 30, mesh, shardings, seed=0)
+  table = params['encoder']['item_embed']
+  assert table.shape == abs_params['encoder']['item_embed'].shape
+  # The item table is split in two along the vocab axis, never whole.
+  assert {s.data.shape for s in table.addressable_shards} == {(64, 16)}
+
+
+def test_causal_attention_ignores_the_future():
+  model = _model(causal=True)
+  a = jnp.array([[1, 2, 3, 4, 5, 6, 7, 8]])
+  b = a.at[0, 5:].set(jnp.array([9, 10, 11]))
+  pos, seg = jnp.arange(8)[None], jnp.ones_like(a)
+  ha, hb = model.encoder(a, pos, seg), model.encoder(b, pos, seg)
+  np.testing.assert_allclose(ha[0, :5], hb[0, :5], atol=1e-6)
+  assert not np.allclose(ha[0, 5:], hb[0, 5:])
+  bidir = _model(causal=False)
+  assert not np.allclose(bidir.encoder(a, pos, seg)[0, :5],
+                         bidir.encoder(b, pos, seg)[0, :5])
+
+
+@pytest.mark.parametrize('causal', [True, False])
+def test_packed_rows_equal_separate_sequences(causal):
+  model = _model(causal=causal)
+  # Two sequences packed in one row, right-aligned positions each.
+  packed = jnp.array([[3, 4, 5, 9, 10, 11, 12, 0]])
+  seg = jnp.array([[1, 1, 1, 2, 2, 2, 2, 0]])
+  pos = jnp.array([[5, 6, 7, 4, 5, 6, 7, 0]])
+  h = model.encoder(packed, pos, seg)
+  alone = jnp.array([[0, 0, 0, 0, 0, 3, 4, 5], [0, 0, 0, 0, 9, 10, 11, 12]])
+  h_alone = model.encoder(alone, jnp.arange(8)[None].repeat(2, 0),
+                          (alone > 0).astype(jnp.int32))
+  np.testing.assert_allclose(h[0, :3], h_alone[0, 5:], atol=1e-5)
+  np.testing.assert_allclose(h[0, 3:7], h_alone[1, 4:], atol=1e-5)
+
+
+def test_dropout_only_with_a_key():
+  model = _model()
+  items = jnp.array([[1, 2, 3, 4, 5, 6, 7, 8]])
+  pos, seg = jnp.arange(8)[None], jnp.ones_like(items)
+  det = model.encoder(items, pos, seg)
+  np.testing.assert_array_equal(det, model.encoder(items, pos, seg))
+  drop = model.encoder(items, pos, seg, key=jax.random.key(1))
+  assert not np.allclose(det, drop)
