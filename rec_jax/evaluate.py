@@ -27,7 +27,9 @@ def _user_vectors(model, inputs, positions, segment_ids):
 
 def full_ranking_step(params, batch, *, graphdef, top_k, mesh,
                       exclude_history):
-  """Ranks of targets among all items, and the top-k lists. Jit-able."""
+  """Ranks of targets among all items, and the top-k lists (when top_k > 0).
+
+  Jit-able."""
   model = nnx.merge(graphdef, params)
   user = _user_vectors(model, batch['inputs'], batch['positions'],
                        batch['segment_ids'])
@@ -35,6 +37,8 @@ def full_ranking_step(params, batch, *, graphdef, top_k, mesh,
   if exclude_history:
     scores = metrics.exclude(scores, batch['exclude'], batch['targets'])
   ranks = metrics.target_rank(scores, batch['targets'])
+  if not top_k:
+    return ranks, None
   _, top = metrics.top_k(scores, top_k, mesh)
   return ranks, top
 
@@ -62,15 +66,20 @@ class Evaluator:
     self.batch_size = batch_size
     self.top_k = top_k
     self.exclude_history = exclude_history
-    self._full = jax.jit(functools.partial(
-        full_ranking_step, graphdef=graphdef, top_k=top_k, mesh=mesh,
-        exclude_history=exclude_history))
+    self._full = {
+        keep: jax.jit(functools.partial(
+            full_ranking_step, graphdef=graphdef, top_k=top_k if keep else 0,
+            mesh=mesh, exclude_history=exclude_history))
+        for keep in (False, True)}
     self._sampled = jax.jit(functools.partial(sampled_step,
                                               graphdef=graphdef))
 
   def _batches(self, histories, targets, extra=None):
     n = len(histories)
     rows = sharding.process_rows(self.batch_size)
+    # One exclusion width for the whole pass: one compilation, not one per
+    # batch whose longest history crosses a power of two.
+    width = pipeline.history_width(histories)
     for start in range(0, n, self.batch_size):
       idx = np.arange(start, start + self.batch_size)
       valid = idx < n
@@ -78,7 +87,7 @@ class Evaluator:
       hist = [histories[i] for i in idx]
       batch = pipeline.eval_inputs(hist, self.max_len, mask_id=self.mask_id)
       batch['targets'] = np.asarray(targets, np.int32)[idx]
-      batch['exclude'] = pipeline.pad_histories(hist)
+      batch['exclude'] = pipeline.pad_histories(hist, width)
       if extra is not None:
         batch['candidates'] = extra[idx]
       local = {k: v[rows] for k, v in batch.items()}
@@ -96,8 +105,7 @@ class Evaluator:
     for valid, _, batch in tqdm.tqdm(
         self._batches(histories, targets), desc=desc, leave=False,
         total=-(-n // self.batch_size), disable=jax.process_index() != 0):
-      ranks, top = self._full(params, batch)
-      ranks, top = _gather((ranks, top))
+      ranks, top = _gather(self._full[keep_top](params, batch))
       all_ranks.append(ranks[valid])
       if keep_top:
         all_top.append(top[valid])

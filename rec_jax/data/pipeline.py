@@ -218,12 +218,16 @@ def eval_inputs(histories: list[np.ndarray], max_len: int, *,
               segment_ids=(inputs != 0).astype(np.int32))
 
 
-def pad_histories(histories: list[np.ndarray], width: int | None = None):
-  """int32 [N, W] of history items padded with 0; W rounds up to a power of
-  two (at least 8) so that evaluation compiles for few shapes."""
+def history_width(histories: list[np.ndarray]) -> int:
+  """The longest history rounded up to a power of two (at least 8), so that
+  evaluation compiles for few shapes."""
   longest = max((len(h) for h in histories), default=1)
-  if width is None:
-    width = max(8, 1 << (max(longest, 1) - 1).bit_length())
+  return max(8, 1 << (max(longest, 1) - 1).bit_length())
+
+
+def pad_histories(histories: list[np.ndarray], width: int | None = None):
+  """int32 [N, W] of history items padded with 0 (W: see history_width)."""
+  width = width or history_width(histories)
   out = np.zeros((len(histories), width), np.int32)
   for i, h in enumerate(histories):
     out[i, :len(h)] = h
