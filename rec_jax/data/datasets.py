@@ -1,0 +1,146 @@
+"""Public entry point: load a benchmark as a `types.SequenceDataset`.
+
+    from rec_jax.data import datasets
+    ds = datasets.load('beauty')            # raw files: $REC_JAX_DATA_DIR
+    ds = datasets.load('synthetic', num_users=200)
+    print(datasets.describe(ds))
+
+The first call for a dataset prepares it with its TFDS builder
+(`tfds_builders.py`) into the cache ($REC_JAX_CACHE_DIR, default
+~/.cache/rec_jax/tfds); later calls only read the prepared ArrayRecord files.
+"""
+
+import numpy as np
+
+from rec_jax.data import sources
+from rec_jax.data import tfds_builders
+from rec_jax.data import types
+
+NAMES = tuple(tfds_builders.BUILDERS)
+DataError = sources.DataError
+
+
+def load(name: str, *, data_dir: str | None = None,
+         cache_dir: str | None = None,
+         **synthetic_kwargs) -> types.SequenceDataset:
+  """Loads a dataset, preparing it first if the cache has no copy.
+
+  Args:
+    name: one of NAMES, e.g. 'beauty', 'ml-1m', 'synthetic'.
+    data_dir: directory of raw files laid out like shared/data; overrides
+      $REC_JAX_DATA_DIR. With neither set, the files are downloaded.
+    cache_dir: where prepared datasets are kept; overrides
+      $REC_JAX_CACHE_DIR (default ~/.cache/rec_jax/tfds).
+    **synthetic_kwargs: arguments of `synthetic.generate` (synthetic only);
+      each combination is cached separately.
+
+  Returns:
+    The dataset, users sorted by id (user u is `sequences[u - 1]`).
+
+  Raises:
+    DataError: unknown name, a missing or malformed raw file, a failed
+      download, or a prepared copy that breaks the dataset's invariants.
+  """
+  builder = tfds_builders.make_builder(
+      name, data_dir=data_dir, cache_dir=cache_dir, **synthetic_kwargs)
+  tfds_builders.prepare(builder)
+  meta = builder.info.metadata
+  where = f'{name} ({builder.data_path})'
+  records = tfds_builders.read_users(builder)
+  # Records come back in key-hash order; put user u at index u - 1.
+  users = np.array([r['user_id'] for r in records], np.int64)
+  order = np.argsort(users, kind='stable')
+  if not np.array_equal(users[order], np.arange(1, len(users) + 1)):
+    raise DataError(f'{where}: user ids are not 1..{len(users)}')
+  records = [records[i] for i in order]
+
+  def field(key, present):
+    return [r[key] for r in records] if meta[f'has_{key}'] else present
+
+  sequences = [r['items'] for r in records]
+  num_items = int(meta['num_items'])
+  attributes = None
+  if meta['item_attributes'] is not None:
+    rows = meta['item_attributes']
+    attributes = np.zeros((num_items + 1, max(map(len, rows), default=0)),
+                          np.int32)
+    for item, row in enumerate(rows, start=1):
+      attributes[item, :len(row)] = row
+  text = None
+  if meta['item_text'] is not None:
+    text = [''] + list(meta['item_text'])
+  negatives = None
+  if meta['has_sample_negatives']:
+    negatives = np.stack([r['sample_negatives'] for r in records])
+  ds = types.SequenceDataset(
+      name=name,
+      sequences=sequences,
+      num_items=num_items,
+      item_attributes=attributes,
+      num_attributes=int(meta['num_attributes']),
+      item_text=text,
+      ratings=field('ratings', None),
+      timestamps=field('timestamps', None),
+      sample_negatives=negatives)
+  _check_loaded(ds, where)
+  return ds
+
+
+def _check_loaded(ds: types.SequenceDataset, where: str) -> None:
+  """Cheap whole-dataset checks: a damaged cache must not load quietly."""
+  lengths = np.array([len(s) for s in ds.sequences])
+  flat = np.concatenate(ds.sequences)
+  if lengths.min() < 1 or flat.min() < 1 or flat.max() > ds.num_items:
+    raise DataError(f'{where}: empty sequence or item ids outside '
+                    f'1..{ds.num_items}')
+  for key in ('ratings', 'timestamps'):
+    values = getattr(ds, key)
+    if values is not None and not np.array_equal(
+        [len(v) for v in values], lengths):
+      raise DataError(f'{where}: {key} are not aligned with the items')
+  if ds.item_attributes is not None and (
+      ds.item_attributes.shape[0] != ds.num_items + 1):
+    raise DataError(f'{where}: attribute table has '
+                    f'{ds.item_attributes.shape[0]} rows')
+  if ds.item_text is not None and len(ds.item_text) != ds.num_items + 1:
+    raise DataError(f'{where}: {len(ds.item_text)} item texts')
+
+
+def describe(ds: types.SequenceDataset) -> dict:
+  """Summary counts for logging and tests.
+
+  Args:
+    ds: any dataset.
+
+  Returns:
+    A flat dict: name, users, items, interactions, avg_len, min_len,
+    median_len, max_len, density (interactions / (users * items)),
+    attributes (number of attribute ids), avg_attributes_per_item,
+    repeat_targets (users whose last item, the leave-one-out test target,
+    also occurs earlier in their own sequence), has_text, has_ratings,
+    has_timestamps, has_sample_negatives.
+  """
+  lengths = np.array([len(s) for s in ds.sequences])
+  repeat_targets = sum(int(np.any(s[:-1] == s[-1])) for s in ds.sequences)
+  avg_attributes = 0.0
+  if ds.item_attributes is not None:
+    avg_attributes = float(
+        np.count_nonzero(ds.item_attributes[1:]) / ds.num_items)
+  return {
+      'name': ds.name,
+      'users': ds.num_users,
+      'items': ds.num_items,
+      'interactions': ds.num_interactions,
+      'avg_len': float(lengths.mean()),
+      'min_len': int(lengths.min()),
+      'median_len': float(np.median(lengths)),
+      'max_len': int(lengths.max()),
+      'density': ds.num_interactions / (ds.num_users * ds.num_items),
+      'attributes': ds.num_attributes,
+      'avg_attributes_per_item': avg_attributes,
+      'repeat_targets': repeat_targets,
+      'has_text': ds.item_text is not None,
+      'has_ratings': ds.ratings is not None,
+      'has_timestamps': ds.timestamps is not None,
+      'has_sample_negatives': ds.sample_negatives is not None,
+  }
