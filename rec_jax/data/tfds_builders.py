@@ -14,7 +14,8 @@ Where the raw files come from, per call:
   commits on GitHub, GroupLens zips) with the TFDS download manager.
 
 Layout of a prepared dataset:
-* split 'all': one example per user, with `user_id` (int64, 1..N), `items`
+* split 'users' (TFDS reserves the name 'all'; reading split 'all' gives the
+  same records): one example per user, with `user_id` (int64, 1..N), `items`
   (int32 [L]), `ratings` (float32 [L]), `timestamps` (int64 [L]) and
   `sample_negatives` (int32 [99]). One feature schema serves every dataset,
   so fields a dataset lacks are stored as empty arrays and flagged in the
@@ -40,11 +41,11 @@ import sys
 
 import numpy as np
 import tensorflow_datasets as tfds
+from tensorflow_datasets.proto import tf_example_pb2
 
 from rec_jax.data import sources
 from rec_jax.data import synthetic
 from rec_jax.data import types
-from tensorflow_datasets.proto import tf_example_pb2
 
 DATA_DIR_ENV = 'REC_JAX_DATA_DIR'
 CACHE_DIR_ENV = 'REC_JAX_CACHE_DIR'
@@ -64,7 +65,7 @@ ARRAY_FEATURES = {
 
 # Bump when the stored layout changes (also change RELEASE_NOTES).
 _VERSION = '1.0.0'
-_RELEASE_NOTES = {'1.0.0': 'First release: split "all" plus metadata.json.'}
+_RELEASE_NOTES = {'1.0.0': 'First release: split "users" + metadata.json.'}
 
 _S3REC_URL = ('https://raw.githubusercontent.com/RUCAIBox/CIKM2020-S3Rec/'
               '2a81540ae18615d88ef88227b0c066e5b74781e5/data/')
@@ -144,9 +145,9 @@ class _Builder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   HOMEPAGE = ''
   CITATION = ''
 
-  # Relative paths under the local data dir: required and optional files.
   @classmethod
   def local_files(cls) -> tuple[list[str], list[str]]:
+    """(required, optional) paths relative to the local data directory."""
     raise NotImplementedError
 
   def _read_local(self, paths: dict[str, str]) -> types.SequenceDataset:
