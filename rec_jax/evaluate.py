@@ -20,20 +20,30 @@ from rec_jax import sharding
 from rec_jax.data import pipeline
 
 
-def _user_vectors(model, inputs, positions, segment_ids):
-  hidden = model.encoder(inputs, positions, segment_ids)
-  return hidden[:, -1]  # [E, D]: the newest position (or the [MASK]).
+def encode_step(params, batch, *, graphdef):
+  """Encoder outputs [R, L, D] of packed rows. Jit-able."""
+  model = nnx.merge(graphdef, params)
+  return model.encoder(batch['inputs'], batch['positions'],
+                       batch['segment_ids'])
 
 
 def full_ranking_step(params, batch, *, graphdef, top_k, mesh,
                       exclude_history):
-  """Ranks of targets among all items, and the top-k lists (when top_k > 0).
+  """Ranks of targets among all items, and top-k lists (when top_k > 0).
 
-  Jit-able."""
+  Args:
+    params: model params.
+    batch: `user` [E, D] user vectors, `targets` [E], `exclude` [E, H].
+    graphdef: the model's graph definition.
+    top_k: length of the returned lists; 0 returns none.
+    mesh: for the sharded top-k.
+    exclude_history: drop `exclude` items from the ranking.
+
+  Returns:
+    (ranks [E], top-k item ids [E, top_k] or None).
+  """
   model = nnx.merge(graphdef, params)
-  user = _user_vectors(model, batch['inputs'], batch['positions'],
-                       batch['segment_ids'])
-  scores = model.encoder.item_logits(user)  # [E, V]
+  scores = model.encoder.item_logits(batch['user'])  # [E, V]
   if exclude_history:
     scores = metrics.exclude(scores, batch['exclude'], batch['targets'])
   ranks = metrics.target_rank(scores, batch['targets'])
@@ -46,8 +56,7 @@ def full_ranking_step(params, batch, *, graphdef, top_k, mesh,
 def sampled_step(params, batch, *, graphdef):
   """Ranks of targets among [target] + sampled negatives. Jit-able."""
   model = nnx.merge(graphdef, params)
-  user = _user_vectors(model, batch['inputs'], batch['positions'],
-                       batch['segment_ids'])
+  user = batch['user']
   cand = jnp.take(model.encoder.item_table(), batch['candidates'], axis=0)
   scores = jnp.einsum('ed,ecd->ec', user, cand.astype(user.dtype))
   return metrics.target_rank(scores.astype(jnp.float32),
@@ -55,7 +64,12 @@ def sampled_step(params, batch, *, graphdef):
 
 
 class Evaluator:
-  """Evaluates params on (histories, targets) lists, batched and sharded."""
+  """Evaluates params on (histories, targets) lists, batched and sharded.
+
+  Two passes: the encoder runs over packed histories (several users to a
+  row, as in training) to get one vector per user; then batches of
+  `batch_size` user vectors are scored against the whole catalog.
+  """
 
   def __init__(self, *, graphdef, mesh, max_len: int, mask_id: int | None,
                batch_size: int, top_k: int = 20, exclude_history: bool = True):
@@ -66,6 +80,7 @@ class Evaluator:
     self.batch_size = batch_size
     self.top_k = top_k
     self.exclude_history = exclude_history
+    self._encode = jax.jit(functools.partial(encode_step, graphdef=graphdef))
     self._full = {
         keep: jax.jit(functools.partial(
             full_ranking_step, graphdef=graphdef, top_k=top_k if keep else 0,
@@ -74,7 +89,22 @@ class Evaluator:
     self._sampled = jax.jit(functools.partial(sampled_step,
                                               graphdef=graphdef))
 
-  def _batches(self, histories, targets, extra=None):
+  def user_vectors(self, params, histories) -> np.ndarray:
+    """[N, D] encoder output at each history's newest position."""
+    packed, where = pipeline.pack_eval(histories, self.max_len,
+                                       mask_id=self.mask_id,
+                                       row_multiple=self.batch_size)
+    rows = sharding.process_rows(self.batch_size)
+    hidden = []
+    for start in range(0, len(packed['inputs']), self.batch_size):
+      local = {k: v[start:start + self.batch_size][rows]
+               for k, v in packed.items()}
+      hidden.append(_gather(self._encode(
+          params, sharding.host_to_global(self.mesh, local))))
+    hidden = np.concatenate(hidden)
+    return hidden[where[:, 0], where[:, 1]]
+
+  def _batches(self, users, histories, targets, extra=None):
     n = len(histories)
     rows = sharding.process_rows(self.batch_size)
     # One exclusion width for the whole pass: one compilation, not one per
@@ -84,14 +114,14 @@ class Evaluator:
       idx = np.arange(start, start + self.batch_size)
       valid = idx < n
       idx = np.where(valid, idx, 0)  # pad the last batch with row 0.
-      hist = [histories[i] for i in idx]
-      batch = pipeline.eval_inputs(hist, self.max_len, mask_id=self.mask_id)
-      batch['targets'] = np.asarray(targets, np.int32)[idx]
-      batch['exclude'] = pipeline.pad_histories(hist, width)
+      batch = dict(user=users[idx],
+                   targets=np.asarray(targets, np.int32)[idx],
+                   exclude=pipeline.pad_histories(
+                       [histories[i] for i in idx], width))
       if extra is not None:
         batch['candidates'] = extra[idx]
       local = {k: v[rows] for k, v in batch.items()}
-      yield valid, batch, sharding.host_to_global(self.mesh, local)
+      yield valid, sharding.host_to_global(self.mesh, local)
 
   def full_ranking(self, params, histories, targets, *, desc='eval',
                    keep_top=False):
@@ -100,10 +130,11 @@ class Evaluator:
     Returns:
       (metrics dict, top-k int array [N, k] or None).
     """
+    users = self.user_vectors(params, histories)
     all_ranks, all_top = [], []
     n = len(histories)
-    for valid, _, batch in tqdm.tqdm(
-        self._batches(histories, targets), desc=desc, leave=False,
+    for valid, batch in tqdm.tqdm(
+        self._batches(users, histories, targets), desc=desc, leave=False,
         total=-(-n // self.batch_size), disable=jax.process_index() != 0):
       ranks, top = _gather(self._full[keep_top](params, batch))
       all_ranks.append(ranks[valid])
@@ -115,10 +146,12 @@ class Evaluator:
 
   def sampled(self, params, histories, targets, negatives):
     """Metrics ranking each target against its own sampled negatives."""
+    users = self.user_vectors(params, histories)
     cands = np.concatenate([np.asarray(targets, np.int32)[:, None],
                             np.asarray(negatives, np.int32)], axis=1)
     all_ranks = []
-    for valid, _, batch in self._batches(histories, targets, extra=cands):
+    for valid, batch in self._batches(users, histories, targets,
+                                      extra=cands):
       ranks = _gather(self._sampled(params, batch))
       all_ranks.append(ranks[valid])
     ranks = np.concatenate(all_ranks)

@@ -241,6 +241,7 @@ def run(config, workdir: str) -> dict:
     mean['train/lr'] = float(lr_schedule(step))
     t_mark, steps_mark = now, step
     writer.write_scalars(step, mean)
+    writer.flush()
     postfix['loss'] = f"{mean['train/loss']:.4f}"
     bar.set_postfix(postfix)
     return mean

@@ -88,3 +88,24 @@ def test_dropout_only_with_a_key():
   np.testing.assert_array_equal(det, model.encoder(items, pos, seg))
   drop = model.encoder(items, pos, seg, key=jax.random.key(1))
   assert not np.allclose(det, drop)
+
+
+@pytest.mark.parametrize('causal', [True, False])
+def test_packed_evaluation_equals_left_padded(causal):
+  from rec_jax import evaluate  # pylint: disable=g-import-not-at-top
+  from rec_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  cfg = _config(causal)
+  mesh = sharding.make_mesh(config_lib.mesh_config(data=4, model=2))
+  graphdef, _, shardings = finetune.abstract_model(cfg, 30, mesh)
+  params = finetune.init_params(cfg, 30, mesh, shardings, seed=0)
+  rng = np.random.default_rng(0)
+  hist = [rng.integers(1, 31, n) for n in rng.integers(1, 15, 21)]
+  mask_id = None if causal else 31
+  ev = evaluate.Evaluator(graphdef=graphdef, mesh=mesh, max_len=8,
+                          mask_id=mask_id, batch_size=8)
+  users = ev.user_vectors(params, hist)
+  padded = pipeline.eval_inputs(hist, 8, mask_id=mask_id)
+  model = nnx.merge(graphdef, params)
+  ref = model.encoder(padded['inputs'], padded['positions'],
+                      padded['segment_ids'])[:, -1]
+  np.testing.assert_allclose(users, ref, atol=2e-5)

@@ -118,3 +118,15 @@ def test_eval_inputs_left_pad_and_mask_token():
   np.testing.assert_array_equal(m['inputs'], [[4, 5, 99]])
   h = pipeline.pad_histories([np.array([1, 2]), np.arange(1, 11)])
   assert h.shape == (2, 16) and h[0].tolist()[:3] == [1, 2, 0]
+
+
+def test_pack_eval_places_each_user_once_right_aligned():
+  hist = [np.array([3, 4, 5]), np.arange(1, 20), np.array([7])]
+  packed, where = pipeline.pack_eval(hist, 8, mask_id=99, row_multiple=4)
+  assert packed['inputs'].shape[0] % 4 == 0
+  for u, (r, c) in enumerate(where):
+    assert packed['inputs'][r, c] == 99  # every user ends with its [MASK].
+    assert packed['positions'][r, c] == 7
+    seg = packed['segment_ids'][r] == packed['segment_ids'][r, c]
+    got = packed['inputs'][r][seg].tolist()
+    assert got == hist[u][-7:].tolist() + [99]

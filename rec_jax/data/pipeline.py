@@ -107,8 +107,14 @@ def make_segments(train: list[np.ndarray], max_len: int, *,
                   np.asarray(users, np.int64))
 
 
-def pack(lengths: np.ndarray, max_len: int, rng: np.random.Generator):
-  """Best-fit packing of segments into rows of max_len, in shuffled order.
+def pack(lengths: np.ndarray, max_len: int,
+         rng: np.random.Generator | None = None):
+  """Best-fit packing of segments into rows of max_len.
+
+  Args:
+    lengths: [S] segment lengths, each <= max_len.
+    max_len: row length.
+    rng: visit segments and order rows at random; None keeps input order.
 
   Returns:
     (row [S], offset [S], num_rows): where each segment lands.
@@ -118,7 +124,7 @@ def pack(lengths: np.ndarray, max_len: int, rng: np.random.Generator):
   off = np.empty(n, np.int64)
   fill = []
   open_rows = [[] for _ in range(max_len + 1)]  # by remaining capacity
-  for s in rng.permutation(n):
+  for s in (range(n) if rng is None else rng.permutation(n)):
     need = int(lengths[s])
     r = -1
     for cap in range(need, max_len + 1):
@@ -132,6 +138,8 @@ def pack(lengths: np.ndarray, max_len: int, rng: np.random.Generator):
     fill[r] += need
     if fill[r] < max_len:
       open_rows[max_len - fill[r]].append(r)
+  if rng is None:
+    return row, off, len(fill)
   # Rows created late are the emptiest; shuffle so batches mix fill levels.
   perm = rng.permutation(len(fill))
   return perm[row], off, len(fill)
@@ -194,6 +202,39 @@ class TrainStream:
                                                  self.max_len)
         out['segment_ids'][i, o:o + n] = j + 1
     return out
+
+
+def pack_eval(histories: list[np.ndarray], max_len: int, *,
+              mask_id: int | None = None, row_multiple: int = 1):
+  """Packs evaluation inputs: several users' histories share a row.
+
+  Each history is cut to its newest max_len items (max_len - 1 plus a
+  [MASK] with `mask_id`), right-aligned in position as in `eval_inputs`, so
+  the encoder output at each user's last position equals that of a
+  left-padded row of its own, at a fraction of the cost (most histories are
+  far shorter than max_len).
+
+  Returns:
+    (batch of int32 [R, max_len] arrays: inputs, positions, segment_ids;
+     int64 [N, 2] (row, column) of each user's last position). R is a
+    multiple of row_multiple.
+  """
+  keep = max_len - (mask_id is not None)
+  cut = [np.asarray(h[len(h) - min(len(h), keep):], np.int32)
+         for h in histories]
+  if mask_id is not None:
+    cut = [np.append(h, np.int32(mask_id)) for h in cut]
+  lengths = np.array([max(len(h), 1) for h in cut], np.int64)
+  row, off, rows = pack(lengths, max_len)
+  rows = -(-rows // row_multiple) * row_multiple
+  out = {k: np.zeros((rows, max_len), np.int32)
+         for k in ('inputs', 'positions', 'segment_ids')}
+  for u, h in enumerate(cut):
+    r, o, n = row[u], off[u], lengths[u]
+    out['inputs'][r, o:o + len(h)] = h
+    out['positions'][r, o:o + n] = np.arange(max_len - n, max_len)
+    out['segment_ids'][r, o:o + n] = u + 1  # unique within any row.
+  return out, np.stack([row, off + lengths - 1], axis=1)
 
 
 def eval_inputs(histories: list[np.ndarray], max_len: int, *,
