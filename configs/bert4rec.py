@@ -33,7 +33,7 @@ def get_config(arg=None):
       num_negatives=256,
       sampler='uniform',
       mask_prob=args.mask_prob,
-      batch_size=64,
+      batch_size=16,
       num_epochs=200,
       patience=10,
       optimizer=config_lib.optimizer_config(lr=1e-3),

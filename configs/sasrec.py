@@ -34,7 +34,7 @@ def get_config(arg=None):
       num_negatives=1 if args.loss == 'bce' else 256,
       sampler='uniform',    # sampled_softmax proposal: uniform | popularity.
       mask_prob=0.0,
-      batch_size=64,        # packed rows of max_len positions each.
+      batch_size=16,        # packed rows of max_len positions (~130 users).
       num_epochs=200,
       patience=10,          # evaluations without improvement.
       optimizer=config_lib.optimizer_config(lr=1e-3),
