@@ -8,6 +8,8 @@ ships `NAME_sample.txt` (LastFM).
 
 import functools
 import json
+import os
+import time
 
 from flax import nnx
 import jax
@@ -210,11 +212,9 @@ def run(config, train_workdir: str, workdir: str) -> dict:
   Returns:
     {'valid': metrics, 'test': metrics[, 'test_sampled': metrics], ...}.
   """
-  # Imported here: the trainer imports this module for its evaluator.
+  # Imported here: the trainer imports this module for its Evaluator.
   from rec_jax import checkpoints  # pylint: disable=g-import-not-at-top
   from rec_jax import finetune  # pylint: disable=g-import-not-at-top
-  import os  # pylint: disable=g-import-not-at-top
-  import time  # pylint: disable=g-import-not-at-top
 
   ds, split = finetune.load_data(config)
   mesh = sharding.make_mesh(config.mesh)
