@@ -39,15 +39,4 @@ def get_config(arg=None):
       optimizer=config_lib.optimizer_config(lr=1e-3),
   )
 
-  config.mesh = config_lib.mesh_config()
-  config.axis_rules = config_lib.axis_rules()
-
-  config.checkpoint = config_lib.checkpoint_config()
-
-  config.eval = config_lib.eval_config()
-
-  config.log_every_steps = 50
-
-  if args.smoke:
-    config_lib.smoke(config)
-  return config
+  return config_lib.add_common_sections(config, smoke_run=args.smoke)

@@ -128,3 +128,20 @@ def smoke(config):
   config.eval.batch_size = 64
   config.log_every_steps = 5
   return config
+
+
+def add_common_sections(config, *, smoke_run: bool):
+  """Sharding, checkpoint, eval and logging sections every recipe shares;
+  then shrinks the whole config when `smoke_run`."""
+  config.mesh = mesh_config()
+  config.axis_rules = axis_rules()
+
+  config.checkpoint = checkpoint_config()
+
+  config.eval = eval_config()
+
+  config.log_every_steps = 50
+
+  if smoke_run:
+    smoke(config)
+  return config
