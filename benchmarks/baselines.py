@@ -58,6 +58,32 @@ def run_one(model, dataset, seed, workroot, overrides, only_finished=False):
   return out
 
 
+def plot_curves(runs, path):
+  """Validation NDCG@10 per epoch of every run, one panel per dataset."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  datasets = sorted({d for d, _, _ in runs})
+  fig, axes = plt.subplots(1, len(datasets), figsize=(4 * len(datasets), 3),
+                           squeeze=False)
+  for ax, dataset in zip(axes[0], datasets):
+    for (d, model, workdir) in runs:
+      if d != dataset:
+        continue
+      path_m = os.path.join(workdir, 'finetune', 'metrics.jsonl')
+      rows = [json.loads(l) for l in open(path_m, encoding='utf-8')]
+      pts = sorted({r['step']: r['eval/valid/ndcg@10'] for r in rows
+                    if 'eval/valid/ndcg@10' in r}.items())
+      ax.plot(range(1, len(pts) + 1), [v for _, v in pts],
+              label=f'{model} {os.path.basename(workdir)[-2:]}', alpha=0.8)
+    ax.set_title(dataset)
+    ax.set_xlabel('epoch')
+    ax.set_ylabel('valid NDCG@10')
+    ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+
+
 def fmt(values):
   values = np.asarray(values)
   if len(values) == 1:
@@ -79,11 +105,15 @@ def main():
                                                'baselines.md'))
   args = p.parse_args()
   seeds = [int(s) for s in args.seeds.split(',')]
-  rows = []
+  rows, curves = [], []
   for dataset in args.datasets.split(','):
     for model in args.models.split(','):
       res = [run_one(model, dataset, s, args.workroot, args.override,
                      args.only_finished) for s in seeds]
+      for s, r in zip(seeds, res):
+        if r is not None:
+          curves.append((dataset, model, os.path.join(
+              args.workroot, f'{model}_{dataset}_s{s}')))
       res = [r for r in res if r is not None]
       if not res:
         continue
@@ -119,6 +149,9 @@ def main():
       'negative). Ours: full-softmax cross-entropy, leave-one-out, history '
       'excluded, early stopping on validation NDCG@10 (patience 10).\n')
   os.makedirs(os.path.dirname(args.out), exist_ok=True)
+  plot = args.out.replace('.md', '.png')
+  plot_curves(curves, plot)
+  text += f'\nValidation curves: `{os.path.basename(plot)}`.\n'
   with open(args.out, 'w', encoding='utf-8') as f:
     f.write(text)
   print(text)
