@@ -26,7 +26,10 @@ def get_config(arg=None):
 
   config.data = config_lib.data_config(args.dataset)
 
-  config.model = config_lib.model_config(causal=True)
+  # Dropout 0.5 on the sparse Amazon sets: validation NDCG@10 on beauty
+  # peaked at 0.0695 with 0.2 (epoch 11) and 0.0705 with 0.5 (epoch 30).
+  config.model = config_lib.model_config(causal=True, dropout_rate=0.5,
+                                         attention_dropout_rate=0.5)
 
   config.finetune = dict(
       objective='causal',   # next item at every position.
