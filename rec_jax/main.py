@@ -79,7 +79,7 @@ def main(argv):
                          summary)
   if _STAGE.value in ('all', 'eval'):
     results = run_eval(config, workdir, summary)
-    print(evaluate.log_table(results))
+    print('\n' + evaluate.log_table(results))
     print(f'results: {results_path}')
 
 
