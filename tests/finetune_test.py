@@ -1,7 +1,6 @@
 """The training stage: loss falls, 4x2 mesh == 1 device, exact resume,
 non-finite loss stops the run, early stopping."""
 
-import functools
 import json
 import os
 
