@@ -13,8 +13,8 @@ sampled_softmax), seed, smoke.
 Measured 2026-11-28 on a shared 2-core CPU (benchmarks/results/baselines.md,
 `python benchmarks/baselines.py --models=sasrec ...`), test, full ranking,
 history excluded:
-  beauty seed 0: NDCG@10 0.0568, HR@10 0.0940 (best epoch 40 of 50, 39 s
-    per epoch including contention; 33 min).
+  beauty, 3 seeds: NDCG@10 0.0570 ± 0.0006, HR@10 0.0940 ± 0.0006 (about
+    45 epochs; 27-29 s each alone, about 37 min per seed on a busy machine).
   lastfm, 3 seeds (dropout 0.2 then): NDCG@10 0.0362 ± 0.0015, HR@10
     0.0627 ± 0.0014 (~26 epochs, 8 s each).
   synthetic (the default, no args): NDCG@10 ~0.53 in about a minute.
