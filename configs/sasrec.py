@@ -15,8 +15,8 @@ Measured 2026-11-28 on a shared 2-core CPU (benchmarks/results/baselines.md,
 history excluded:
   beauty, 3 seeds: NDCG@10 0.0570 ± 0.0006, HR@10 0.0940 ± 0.0006 (about
     45 epochs; 27-29 s each alone, about 37 min per seed on a busy machine).
-  lastfm, 3 seeds (dropout 0.2 then): NDCG@10 0.0362 ± 0.0015, HR@10
-    0.0627 ± 0.0014 (~26 epochs, 8 s each).
+  lastfm, 3 seeds: NDCG@10 0.0376 ± 0.0033, HR@10 0.0630 ± 0.0047
+    (~41 epochs, 8-12 s each).
   synthetic (the default, no args): NDCG@10 ~0.53 in about a minute.
 """
 
