@@ -3,6 +3,7 @@ callers normalise by the number of real targets across the whole batch."""
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from rec_jax.models import sequence
 
@@ -90,7 +91,6 @@ def sampled_softmax(hidden, targets, table, num_items: int, key,
 
 def popularity_log_q(counts, num_items: int, vocab: int, smoothing=1.0):
   """[V] log-probabilities proportional to item counts (+ smoothing)."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
   q = np.zeros((vocab,), np.float64)
   q[1:num_items + 1] = np.asarray(counts[1:num_items + 1], np.float64) + smoothing
   q /= q.sum()
