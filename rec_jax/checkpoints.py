@@ -87,3 +87,58 @@ def restore_best_params(workdir: str, abstract_params):
       meta=ocp.args.JsonRestore()))
   mgr.close()
   return out['params'], out['meta']
+
+
+# ------------------------------------------------ pretrain -> fine-tune ----
+
+
+def resolve_params_dir(path: str) -> str:
+  """The `params` item of the best checkpoint under `path`.
+
+  `path` may be a stage workdir (holding best/), a recipe workdir (holding
+  pretrain/ or finetune/), or a checkpoint step directory.
+
+  Raises:
+    FileNotFoundError: naming every place that was looked at.
+  """
+  path = os.path.abspath(path)
+  if os.path.isdir(os.path.join(path, 'params')):
+    return os.path.join(path, 'params')
+  tried = []
+  for stage in ('', 'pretrain', 'finetune'):
+    best = os.path.join(path, stage, 'best')
+    tried.append(best)
+    if not os.path.isdir(best):
+      continue
+    steps = sorted(int(d) for d in os.listdir(best) if d.isdigit())
+    if steps:
+      return os.path.join(best, str(steps[-1]), 'params')
+  raise FileNotFoundError(
+      f'init_from.path={path!r} holds no checkpoint; looked for '
+      f'{", ".join(tried)}.')
+
+
+def params_metadata(params_dir: str) -> dict:
+  """{'a/b/c': shape} of every array saved in a params item."""
+  meta = ocp.PyTreeCheckpointer().metadata(params_dir)
+  tree = getattr(meta, 'item_metadata', meta)
+  tree = getattr(tree, 'tree', tree)
+  flat = jax.tree_util.tree_flatten_with_path(
+      tree, is_leaf=lambda x: hasattr(x, 'shape'))[0]
+  return {_key(p): tuple(leaf.shape) for p, leaf in flat}
+
+
+def _key(path) -> str:
+  return '/'.join(str(getattr(k, 'key', k)) for k in path)
+
+
+def restore_subtree(params_dir: str, abstract: dict, subtree: str):
+  """Restores `params[subtree]` of a checkpoint onto `abstract`'s shardings
+  (which may come from a mesh of another shape than the one that saved)."""
+  partial = {subtree: _abstract(abstract)}
+  restored = ocp.PyTreeCheckpointer().restore(
+      params_dir, args=ocp.args.PyTreeRestore(
+          item=partial,
+          restore_args=ocp.checkpoint_utils.construct_restore_args(partial),
+          partial_restore=True))
+  return restored[subtree]

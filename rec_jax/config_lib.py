@@ -69,6 +69,8 @@ def axis_rules():
       ('heads', 'model'),
       ('kv', None),
       ('seq', None),
+      ('attr', None),
+      ('embed_out', None),
   )
 
 
@@ -114,6 +116,65 @@ def eval_config(batch_size: int = 256):
   ))
 
 
+def finetune_config(*, objective: str = 'causal', loss: str = 'ce',
+                    mask_prob: float = 0.0, lr: float = 1e-3,
+                    batch_size: int = 16, num_epochs: int = 200,
+                    patience: int = 10):
+  """The supervised (next-item) training stage."""
+  return ml_collections.ConfigDict(dict(
+      objective=objective,  # causal: next item everywhere; cloze: masked.
+      loss=loss,            # ce: full softmax over the catalog.
+      num_negatives=1 if loss == 'bce' else 256,
+      sampler='uniform',    # sampled_softmax proposal: uniform | popularity.
+      mask_prob=mask_prob,
+      batch_size=batch_size,  # packed rows of max_len positions.
+      num_epochs=num_epochs,
+      patience=patience,    # evaluations without improvement.
+      optimizer=optimizer_config(lr=lr),
+  ))
+
+
+OBJECTIVES = ('cloze', 'causal', 'contrastive', 'duorec', 'aap', 'mip', 'map',
+              'sp')
+
+
+def pretrain_config(objectives: dict, *, enabled: bool = True,
+                    num_epochs: int = 50, batch_size: int = 256,
+                    lr: float = 1e-3, mask_prob: float = 0.2,
+                    temperature: float = 1.0, similarity: str = 'dot',
+                    ops: str = 'crop,mask,reorder'):
+  """The self-supervised stage (rec_jax.pretrain); weights of every known
+  objective are present (0 = off) so any can be switched on from the
+  command line, e.g. --config.pretrain.objectives.sp=0.5."""
+  unknown = set(objectives) - set(OBJECTIVES)
+  if unknown:
+    raise ValueError(f'unknown pretraining objectives {sorted(unknown)}')
+  return ml_collections.ConfigDict(dict(
+      enabled=enabled,
+      objectives={k: float(objectives.get(k, 0.0)) for k in OBJECTIVES},
+      num_epochs=num_epochs,
+      batch_size=batch_size,     # users (one per row) per step.
+      random_prefix=True,        # each epoch, a random prefix of each user.
+      mask_prob=mask_prob,       # cloze / mip / map.
+      temperature=temperature,   # InfoNCE.
+      similarity=similarity,     # InfoNCE: dot | cosine.
+      negatives='global',        # global: the whole (cross-device) batch;
+                                 # local: rows on the same device only.
+      augment=dict(ops=ops, crop_eta=0.6, mask_gamma=0.3, reorder_beta=0.6,
+                   correlated_alpha=0.3, num_correlated=8),
+      optimizer=optimizer_config(lr=lr),
+  ))
+
+
+def init_from_config():
+  """Where the fine-tune stage takes its encoder from ('' = the recipe's own
+  pretraining stage when enabled, else fresh)."""
+  return ml_collections.ConfigDict(dict(
+      path='', subtree='encoder',
+      allow_mismatch='',  # comma-separated globs, e.g. 'encoder/pos_embed'.
+  ))
+
+
 def checkpoint_config():
   return ml_collections.ConfigDict(dict(max_to_keep=2, async_save=True,
                                         every_steps=0))
@@ -125,9 +186,32 @@ def smoke(config):
                                max_len=12)
   config.model.update(max_len=10, embed_dim=16, mlp_dim=32, num_layers=1)
   config.finetune.update(num_epochs=3, batch_size=8, patience=5)
+  if 'pretrain' in config:
+    config.pretrain.update(num_epochs=2, batch_size=16)
   config.eval.batch_size = 64
   config.log_every_steps = 5
   return config
+
+
+def pretrain_recipe(arg, objectives: dict, **pretrain_kwargs):
+  """A two-stage recipe: self-supervised pretraining of the encoder with
+  `objectives`, then the SASRec fine-tune (causal, full-softmax CE, dropout
+  0.5, early stopping), evaluated by full ranking.
+
+  Arg string keys: dataset, seed, pretrain (false: the identical fine-tune
+  from random initialisation, the ablation baseline), smoke.
+  """
+  args = parse_arg(arg, dataset='synthetic', seed=0, pretrain=True,
+                   smoke=False)
+  config = ml_collections.ConfigDict()
+  config.seed = args.seed
+  config.data = data_config(args.dataset)
+  config.model = model_config(causal=True, dropout_rate=0.5,
+                              attention_dropout_rate=0.5)
+  config.pretrain = pretrain_config(objectives, enabled=bool(args.pretrain),
+                                    **pretrain_kwargs)
+  config.finetune = finetune_config()
+  return add_common_sections(config, smoke_run=args.smoke)
 
 
 def add_common_sections(config, *, smoke_run: bool):
@@ -137,6 +221,8 @@ def add_common_sections(config, *, smoke_run: bool):
   config.axis_rules = axis_rules()
 
   config.checkpoint = checkpoint_config()
+
+  config.init_from = init_from_config()
 
   config.eval = eval_config()
 

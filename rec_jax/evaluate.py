@@ -17,9 +17,12 @@ import jax.numpy as jnp
 import numpy as np
 import tqdm
 
+from rec_jax import checkpoints
 from rec_jax import metrics
 from rec_jax import sharding
+from rec_jax import trainer
 from rec_jax.data import pipeline
+from rec_jax.models import sequence
 
 
 def encode_step(params, batch, *, graphdef):
@@ -212,14 +215,11 @@ def run(config, train_workdir: str, workdir: str) -> dict:
   Returns:
     {'valid': metrics, 'test': metrics[, 'test_sampled': metrics], ...}.
   """
-  # Imported here: the trainer imports this module for its Evaluator.
-  from rec_jax import checkpoints  # pylint: disable=g-import-not-at-top
-  from rec_jax import finetune  # pylint: disable=g-import-not-at-top
-
-  ds, split = finetune.load_data(config)
+  ds, split = trainer.load_data(config)
   mesh = sharding.make_mesh(config.mesh)
-  graphdef, abs_params, param_sh = finetune.abstract_model(
-      config, ds.num_items, mesh)
+  graphdef, abs_params, param_sh = trainer.abstract_model(
+      lambda rngs: sequence.build(config.model, ds.num_items, rngs=rngs),
+      config, mesh)
   abstract = jax.tree.map(
       lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
       abs_params, param_sh)

@@ -1,10 +1,12 @@
 """The one entry point: runs a recipe's stages in order, or one of them.
 
-  python -m rec_jax.main --config=configs/sasrec.py:dataset=beauty \
-      --workdir=/tmp/sasrec_beauty [--stage=all|finetune|eval] \
+  python -m rec_jax.main --config=configs/recommended.py:dataset=beauty \
+      --workdir=/tmp/rec_beauty [--stage=all|pretrain|finetune|eval] \
       [--config.finetune.optimizer.lr=3e-4 ...]
 
-Stages run in sub-workdirs (`<workdir>/finetune`); the evaluation writes
+Stages run in sub-workdirs (`<workdir>/pretrain`, `<workdir>/finetune`;
+the fine-tune stage starts from the pretrained encoder when the recipe
+pretrains, or from `--config.init_from.path`); the evaluation writes
 `<workdir>/results.json` and `<workdir>/predictions.jsonl`. Re-running the
 same command with the same workdir resumes an interrupted run. This module
 only sequences stages; it holds no training logic.
@@ -23,30 +25,66 @@ from ml_collections import config_flags
 
 from rec_jax import evaluate
 from rec_jax import finetune
+from rec_jax import pretrain
+from rec_jax import trainer
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Recipe config.',
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Where everything is written.')
-_STAGE = flags.DEFINE_enum('stage', 'all', ['all', 'finetune', 'eval'],
+_STAGE = flags.DEFINE_enum('stage', 'all',
+                           ['all', 'pretrain', 'finetune', 'eval'],
                            'Run every stage of the recipe, or just one.')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
-def run_eval(config, workdir: str, train_summary: dict | None) -> dict:
+def pretraining(config) -> bool:
+  return 'pretrain' in config and bool(config.pretrain.enabled)
+
+
+def _summary(workdir: str, stage: str):
+  path = os.path.join(workdir, stage, 'summary.json')
+  if not os.path.exists(path):
+    return None
+  with open(path, encoding='utf-8') as f:
+    return json.load(f)
+
+
+def run_eval(config, workdir: str) -> dict:
   """Evaluates the best fine-tuned checkpoint; writes results.json."""
   results = evaluate.run(config, os.path.join(workdir, 'finetune'), workdir)
+  train_summary = _summary(workdir, 'finetune')
   if train_summary is None:
-    summary_path = os.path.join(workdir, 'finetune', 'summary.json')
-    with open(summary_path, encoding='utf-8') as f:
-      train_summary = json.load(f)
+    raise FileNotFoundError(f'{workdir}/finetune/summary.json is missing: '
+                            'run --stage=finetune first.')
   results.update(
       train_seconds=train_summary['train_seconds'],
       epochs=train_summary['epochs'], best_epoch=train_summary['best_epoch'],
       seconds_per_epoch=train_summary['seconds_per_epoch'],
-      stopped_early=train_summary['stopped_early'])
+      stopped_early=train_summary['stopped_early'],
+      init_from=train_summary.get('init_from'))
+  pre = _summary(workdir, 'pretrain') if pretraining(config) else None
+  if pre is not None:
+    results.update(pretrain_seconds=pre['train_seconds'],
+                   pretrain_epochs=pre['epochs'],
+                   pretrain_objectives=pre['objectives'])
   if jax.process_index() == 0:
-    finetune.save_json(os.path.join(workdir, 'results.json'), results)
+    trainer.save_json(os.path.join(workdir, 'results.json'), results)
   return results
+
+
+def init_path(config, workdir: str):
+  """The pretrained run the fine-tune stage starts from, if any."""
+  if config.init_from.path:
+    return config.init_from.path
+  if not pretraining(config):
+    return None
+  path = os.path.join(workdir, 'pretrain')
+  if not os.path.isdir(os.path.join(path, 'best')):
+    raise FileNotFoundError(
+        f'The recipe pretrains but {path}/best holds no checkpoint: run '
+        '--stage=pretrain first, or fine-tune from scratch with '
+        '--config.pretrain.enabled=false.')
+  return path
 
 
 class _QuietLibraries(py_logging.Filter):
@@ -71,14 +109,23 @@ def main(argv):
   logging.info('JAX %s: %d devices (%s), %d processes.', jax.__version__,
                jax.device_count(), jax.devices()[0].platform,
                jax.process_count())
-  summary = None
-  if _STAGE.value in ('all', 'finetune'):
-    summary = finetune.run(config, os.path.join(workdir, 'finetune'))
+  stage = _STAGE.value
+  if stage == 'pretrain' and not pretraining(config):
+    raise app.UsageError('--stage=pretrain: this recipe has no enabled '
+                         'pretrain section.')
+  if stage == 'pretrain' or (stage == 'all' and pretraining(config)):
+    summary = pretrain.run(config, os.path.join(workdir, 'pretrain'))
     if jax.process_index() == 0:
-      finetune.save_json(os.path.join(workdir, 'finetune', 'summary.json'),
-                         summary)
-  if _STAGE.value in ('all', 'eval'):
-    results = run_eval(config, workdir, summary)
+      trainer.save_json(os.path.join(workdir, 'pretrain', 'summary.json'),
+                        summary)
+  if stage in ('all', 'finetune'):
+    summary = finetune.run(config, os.path.join(workdir, 'finetune'),
+                           init_from=init_path(config, workdir))
+    if jax.process_index() == 0:
+      trainer.save_json(os.path.join(workdir, 'finetune', 'summary.json'),
+                        summary)
+  if stage in ('all', 'eval'):
+    results = run_eval(config, workdir)
     print('\n' + evaluate.log_table(results))
     print(f'results: {results_path}')
 

@@ -273,3 +273,118 @@ def pad_histories(histories: list[np.ndarray], width: int | None = None):
   for i, h in enumerate(histories):
     out[i, :len(h)] = h
   return out
+
+
+def bucket_widths(max_len: int, smallest: int = 8) -> list[int]:
+  """Row widths of length buckets: powers of two below max_len, then it."""
+  widths, w = [], smallest
+  while w < max_len:
+    widths.append(w)
+    w *= 2
+  return widths + [max_len]
+
+
+class UserStream:
+  """One user per row, for sequence-level (pretraining) objectives.
+
+  Each epoch every user contributes one window of at most max_len of their
+  training items: the newest window, or (with `random_prefix`) the window
+  ending at a random point, so that successive epochs see every prefix.
+  Rows are left-padded (newest item last); batches are drawn from length
+  buckets (`bucket_widths`) so that short sequences do not pay for max_len
+  columns, which keeps a handful of compiled shapes.
+
+  Batch fields: `items` int32 [B, W], `lengths` int32 [B]; with `partners`
+  also `partner` [B, W] / `partner_lengths` [B]: the window of another user
+  whose window ends with the same item (0 length when there is none), the
+  supervised positive of DuoRec. Like TrainStream, every batch is a pure
+  function of (seed, epoch, index) and only `row_slice` rows are built.
+  """
+
+  def __init__(self, train: list[np.ndarray], *, batch_size: int,
+               max_len: int, seed: int, row_slice: slice | None = None,
+               random_prefix: bool = True, partners: bool = False):
+    self.train = [np.asarray(t, np.int32) for t in train]
+    self.lengths = np.array([len(t) for t in self.train], np.int64)
+    if not len(self.train) or self.lengths.max() == 0:
+      raise ValueError('UserStream: no training items')
+    self.batch_size = batch_size
+    self.max_len = max_len
+    self.seed = seed
+    self.row_slice = row_slice or slice(0, batch_size)
+    self.random_prefix = random_prefix
+    self.partners = partners
+    self.widths = bucket_widths(max_len)
+    self._epoch = None
+
+  def _plan(self, epoch: int):
+    if self._epoch == epoch:
+      return
+    rng = np.random.default_rng([self.seed, epoch, 7])
+    n = self.lengths
+    if self.random_prefix:
+      low = np.minimum(n, 2)
+      ends = low + (rng.random(len(n)) * (n - low + 1)).astype(np.int64)
+    else:
+      ends = n.copy()
+    ends = np.minimum(ends, n)
+    begins = np.maximum(ends - self.max_len, 0)
+    sizes = ends - begins
+    bucket = np.searchsorted(self.widths, sizes)
+    batches = []
+    for b in range(len(self.widths)):
+      users = rng.permutation(np.flatnonzero((bucket == b) & (sizes > 0)))
+      for i in range(0, len(users), self.batch_size):
+        batches.append((b, users[i:i + self.batch_size]))
+    order = rng.permutation(len(batches))
+    self._batches = [batches[i] for i in order]
+    self._begins, self._ends = begins, ends
+    if self.partners:
+      last = np.array([t[e - 1] if e > 0 else 0
+                       for t, e in zip(self.train, ends)], np.int64)
+      self._partner = self._pick_partners(last, rng)
+    self._epoch = epoch
+
+  @staticmethod
+  def _pick_partners(last: np.ndarray, rng) -> np.ndarray:
+    """For each user, another user whose window ends with the same item."""
+    partner = np.full(len(last), -1, np.int64)
+    order = np.argsort(last, kind='stable')
+    bounds = np.flatnonzero(np.diff(last[order])) + 1
+    for group in np.split(order, bounds):
+      if len(group) < 2:
+        continue
+      # A random derangement-free pairing: shift a shuffled group by one.
+      g = rng.permutation(group)
+      partner[g] = np.roll(g, 1)
+    return partner
+
+  def steps_in_epoch(self, epoch: int) -> int:
+    self._plan(epoch)
+    return len(self._batches)
+
+  def _window(self, u: int):
+    return self.train[u][self._begins[u]:self._ends[u]]
+
+  def batch(self, epoch: int, index: int) -> dict[str, np.ndarray]:
+    self._plan(epoch)
+    b, users = self._batches[index]
+    width = self.widths[b]
+    rows = range(self.row_slice.start, self.row_slice.stop)
+    out = dict(items=np.zeros((len(rows), width), np.int32),
+               lengths=np.zeros((len(rows),), np.int32))
+    if self.partners:
+      out.update(partner=np.zeros((len(rows), width), np.int32),
+                 partner_lengths=np.zeros((len(rows),), np.int32))
+    for i, r in enumerate(rows):
+      if r >= len(users):
+        continue  # padding row (length 0) in the bucket's last batch.
+      u = users[r]
+      w = self._window(u)
+      out['items'][i, width - len(w):] = w
+      out['lengths'][i] = len(w)
+      if self.partners and self._partner[u] >= 0:
+        p = self._window(self._partner[u])[-width:]
+        out['partner'][i, width - len(p):] = p
+        out['partner_lengths'][i] = len(p)
+    return out

@@ -51,7 +51,7 @@ class SequenceEncoder(nnx.Module):
     return self.num_items + 1
 
   def __call__(self, items, positions, segment_ids, *, key=None,
-               return_layers: bool = False):
+               return_layers: bool = False, causal: bool | None = None):
     """Encodes item sequences.
 
     Args:
@@ -62,6 +62,8 @@ class SequenceEncoder(nnx.Module):
         belong to the same sequence (several sequences may share a row).
       key: dropout key; None means deterministic (evaluation).
       return_layers: also return every layer's output (feature extraction).
+      causal: overrides the encoder's attention direction for this call
+        (pretraining objectives mix directions over the same parameters).
 
     Returns:
       hidden [B, L, D] (and a list of per-layer [B, L, D] if requested).
@@ -72,7 +74,8 @@ class SequenceEncoder(nnx.Module):
     x = x + jnp.take(self.pos_embed[...].astype(self.dtype), positions, axis=0)
     x = layers.dropout(self.embed_norm(x), self.dropout_rate, keys[0])
     x = x * (segment_ids != 0)[..., None].astype(x.dtype)
-    mask = layers.attention_mask(segment_ids, causal=self.causal)
+    mask = layers.attention_mask(
+        segment_ids, causal=self.causal if causal is None else causal)
     outs = [x]
     for block, k in zip(self.blocks, keys[1:]):
       x = block(x, mask, dropout_rate=self.dropout_rate,
@@ -114,12 +117,45 @@ class NextItemModel(nnx.Module):
     self.encoder = SequenceEncoder(rngs=rngs, **encoder_kwargs)
 
 
-def build(model_cfg, num_items: int, *, rngs: nnx.Rngs) -> NextItemModel:
-  """Builds the model named by `config.model` for a catalog of num_items."""
-  return NextItemModel(
-      rngs=rngs, num_items=num_items, max_len=model_cfg.max_len,
+class PretrainModel(nnx.Module):
+  """The pretraining model: the `encoder` that fine-tuning inherits, plus
+  the heads of the S3-Rec mutual-information objectives (dropped after
+  pretraining): attribute embeddings and one bilinear map per objective
+  (associated attribute, masked item, masked attribute, segment)."""
+
+  def __init__(self, *, rngs: nnx.Rngs, num_attributes: int = 0,
+               s3rec_heads: bool = False, **encoder_kwargs):
+    self.encoder = SequenceEncoder(rngs=rngs, **encoder_kwargs)
+    if s3rec_heads:
+      if num_attributes <= 0:
+        raise ValueError('S3-Rec objectives need item attributes; this '
+                         'dataset has none.')
+      dim = encoder_kwargs['embed_dim']
+      self.attr_embed = layers.param(rngs.params(), (num_attributes + 1, dim),
+                                     ('attr', 'embed'))
+      for name in ('aap', 'mip', 'map', 'sp'):
+        setattr(self, f'w_{name}', layers.param(
+            rngs.params(), (dim, dim), ('embed', 'embed_out')))
+
+
+def encoder_kwargs(model_cfg, num_items: int) -> dict:
+  return dict(
+      num_items=num_items, max_len=model_cfg.max_len,
       embed_dim=model_cfg.embed_dim, num_layers=model_cfg.num_layers,
       num_heads=model_cfg.num_heads, mlp_dim=model_cfg.mlp_dim,
       causal=model_cfg.causal, dropout_rate=model_cfg.dropout_rate,
       attention_dropout_rate=model_cfg.attention_dropout_rate,
       vocab_multiple=model_cfg.vocab_multiple, dtype=model_cfg.dtype)
+
+
+def build(model_cfg, num_items: int, *, rngs: nnx.Rngs) -> NextItemModel:
+  """Builds the model named by `config.model` for a catalog of num_items."""
+  return NextItemModel(rngs=rngs, **encoder_kwargs(model_cfg, num_items))
+
+
+def build_pretrain(model_cfg, num_items: int, *, num_attributes: int = 0,
+                   s3rec_heads: bool = False,
+                   rngs: nnx.Rngs) -> PretrainModel:
+  return PretrainModel(rngs=rngs, num_attributes=num_attributes,
+                       s3rec_heads=s3rec_heads,
+                       **encoder_kwargs(model_cfg, num_items))
