@@ -139,7 +139,8 @@ OBJECTIVES = ('cloze', 'causal', 'contrastive', 'duorec', 'aap', 'mip', 'map',
 
 
 def pretrain_config(objectives: dict, *, enabled: bool = True,
-                    num_epochs: int = 50, batch_size: int = 256,
+                    num_epochs: int = 20, min_steps: int = 300,
+                    batch_size: int = 256,
                     lr: float = 1e-3, mask_prob: float = 0.2,
                     temperature: float = 1.0, similarity: str = 'dot',
                     ops: str = 'crop,mask,reorder'):
@@ -152,7 +153,8 @@ def pretrain_config(objectives: dict, *, enabled: bool = True,
   return ml_collections.ConfigDict(dict(
       enabled=enabled,
       objectives={k: float(objectives.get(k, 0.0)) for k in OBJECTIVES},
-      num_epochs=num_epochs,
+      num_epochs=num_epochs,     # at least; raised to reach min_steps.
+      min_steps=min_steps,
       batch_size=batch_size,     # users (one per row) per step.
       random_prefix=True,        # each epoch, a random prefix of each user.
       mask_prob=mask_prob,       # cloze / mip / map.
@@ -187,7 +189,7 @@ def smoke(config):
   config.model.update(max_len=10, embed_dim=16, mlp_dim=32, num_layers=1)
   config.finetune.update(num_epochs=3, batch_size=8, patience=5)
   if 'pretrain' in config:
-    config.pretrain.update(num_epochs=2, batch_size=16)
+    config.pretrain.update(num_epochs=2, min_steps=0, batch_size=16)
   config.eval.batch_size = 64
   config.log_every_steps = 5
   return config

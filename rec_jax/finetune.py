@@ -88,8 +88,8 @@ def train_step(state, batch, key, *, graphdef, tx, cfg, num_items: int,
   params = optax.apply_updates(state['params'], updates)
   new_state = dict(step=state['step'] + 1, params=params, opt_state=opt_state)
   return new_state, {'train/loss': loss, 'train/targets': count,
-                     'train/grad_norm': optax.global_norm(grads),
-                     'train/param_norm': optax.global_norm(params)}
+                     'train/grad_norm': optax.tree.norm(grads),
+                     'train/param_norm': optax.tree.norm(params)}
 
 
 def jit_train_step(cfg, graphdef, tx, state_sh, mesh, num_items, log_q=None):

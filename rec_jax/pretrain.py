@@ -49,6 +49,31 @@ def builder(config, ds):
       s3rec_heads=s3rec, rngs=rngs)
 
 
+def context(config, ds, split, weights, vocab: int, mesh):
+  """objectives.Context: the tables the active objectives need, replicated
+  on the mesh (correlated items from training sequences only)."""
+  cfg = config.pretrain
+  rep = sharding.replicated(mesh)
+  similar = attributes = None
+  ops = [o for o in cfg.augment.ops.split(',') if o]
+  if 'contrastive' in weights and {'substitute', 'insert'} & set(ops):
+    similar = jax.device_put(augment.item_correlations(
+        split.train, ds.num_items, vocab, k=cfg.augment.num_correlated), rep)
+  if needs_attributes(weights):
+    attributes = jax.device_put(objectives.attribute_table(ds, vocab), rep)
+  return objectives.Context(
+      num_items=ds.num_items, causal=config.model.causal, cfg=cfg,
+      attributes=attributes, num_attributes=ds.num_attributes,
+      similar=similar, num_groups=sharding.data_parallel_size(mesh))
+
+
+def epochs_for(cfg, stream) -> int:
+  """num_epochs, raised until the run has at least min_steps steps: small
+  datasets (a few steps per epoch) get more passes, large ones fewer."""
+  per_epoch = max(stream.steps_in_epoch(0), 1)
+  return max(int(cfg.num_epochs), -(-int(cfg.min_steps) // per_epoch))
+
+
 def pretrain_step(state, batch, key, *, graphdef, tx, ctx, weights):
   key = jax.random.fold_in(key, state['step'])
 
@@ -61,7 +86,7 @@ def pretrain_step(state, batch, key, *, graphdef, tx, ctx, weights):
   updates, opt_state = tx.update(grads, state['opt_state'], state['params'])
   params = optax.apply_updates(state['params'], updates)
   metrics.update({'train/loss': loss,
-                  'train/grad_norm': optax.global_norm(grads),
+                  'train/grad_norm': optax.tree.norm(grads),
                   'train/rows': jnp.sum(batch['lengths'] > 0)})
   return dict(step=state['step'] + 1, params=params,
               opt_state=opt_state), metrics
@@ -81,7 +106,10 @@ def run(config, workdir: str) -> dict:
       split.train, batch_size=cfg.batch_size, max_len=config.model.max_len,
       seed=config.seed + 1, row_slice=sharding.process_rows(cfg.batch_size),
       random_prefix=cfg.random_prefix, partners='duorec' in weights)
-  total_steps = sum(stream.steps_in_epoch(e) for e in range(cfg.num_epochs))
+  num_epochs = epochs_for(cfg, stream)
+  total_steps = sum(stream.steps_in_epoch(e) for e in range(num_epochs))
+  logging.info('Pretraining for %d epochs (~%d steps).', num_epochs,
+               total_steps)
 
   build = builder(config, ds)
   graphdef, abs_params, param_sh = trainer.abstract_model(build, config, mesh)
@@ -91,17 +119,7 @@ def run(config, workdir: str) -> dict:
   vocab = abs_params['encoder']['item_embed'].shape[0]
 
   rep = sharding.replicated(mesh)
-  similar = attributes = None
-  ops = [o for o in cfg.augment.ops.split(',') if o]
-  if 'contrastive' in weights and {'substitute', 'insert'} & set(ops):
-    similar = jax.device_put(augment.item_correlations(
-        split.train, ds.num_items, vocab, k=cfg.augment.num_correlated), rep)
-  if needs_attributes(weights):
-    attributes = jax.device_put(objectives.attribute_table(ds, vocab), rep)
-  ctx = objectives.Context(
-      num_items=ds.num_items, causal=config.model.causal, cfg=cfg,
-      attributes=attributes, num_attributes=ds.num_attributes,
-      similar=similar, num_groups=sharding.data_parallel_size(mesh))
+  ctx = context(config, ds, split, weights, vocab, mesh)
 
   ckpt = checkpoints.Manager(workdir, max_to_keep=config.checkpoint.max_to_keep,
                              async_save=config.checkpoint.async_save)
@@ -124,7 +142,7 @@ def run(config, workdir: str) -> dict:
   key = jax.device_put(jax.random.key(config.seed + 1), rep)
   writer = writers.MetricWriter(workdir)
   spec = trainer.LoopSpec(
-      stream=stream, step_fn=step_fn, num_epochs=cfg.num_epochs,
+      stream=stream, step_fn=step_fn, num_epochs=num_epochs,
       lr_schedule=lr_schedule, log_every=config.log_every_steps,
       checkpoint_every=config.checkpoint.every_steps, desc='pretrain')
   state, meta = trainer.fit(spec, state=state, meta=meta, ckpt=ckpt,

@@ -1,0 +1,174 @@
+"""The pretrain -> fine-tune bridge, pretraining resume, and the recipes
+through the main entry point."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import REPO
+from conftest import load_config
+from rec_jax import bridge
+from rec_jax import checkpoints
+from rec_jax import finetune
+from rec_jax import pretrain
+from rec_jax import sharding
+from rec_jax import trainer
+
+
+def smoke_config(name='cloze', arg='smoke', **mesh):
+  config = load_config(name, arg)
+  with config.unlocked():
+    config.checkpoint.async_save = False
+    config.mesh.update(**mesh)
+    config.model.num_heads = 4  # divisible by a model axis of 4.
+  return config
+
+
+@pytest.fixture(scope='module')
+def pretrained(tmp_path_factory):
+  """A Cloze pretraining run on a 4 x 2 (data x model) mesh."""
+  config = smoke_config(data=4, model=2)
+  workdir = str(tmp_path_factory.mktemp('pre'))
+  summary = pretrain.run(config, workdir)
+  return config, workdir, summary
+
+
+def pretrained_params(config, workdir, mesh):
+  ds, _ = trainer.load_data(config)
+  _, abs_params, sh = trainer.abstract_model(pretrain.builder(config, ds),
+                                             config, mesh)
+  abstract = jax.tree.map(
+      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+      abs_params, sh)
+  return checkpoints.restore_best_params(workdir, abstract)[0]
+
+
+def fresh_finetune(config, mesh, seed=0):
+  ds, _ = trainer.load_data(config)
+  _, _, sh = finetune.abstract_model(config, ds.num_items, mesh)
+  return finetune.init_params(config, ds.num_items, mesh, sh, seed), sh
+
+
+def test_bridge_restores_the_encoder_onto_another_mesh(pretrained):
+  config, workdir, summary = pretrained
+  assert summary['epochs'] == config.pretrain.num_epochs
+  src = pretrained_params(config, workdir, sharding.make_mesh(config.mesh))
+  ft_config = smoke_config(data=2, model=4)
+  mesh = sharding.make_mesh(ft_config.mesh)
+  params, sh = fresh_finetune(ft_config, mesh, seed=5)
+  out, report = bridge.init_subtree(workdir, params, sh)
+  assert not report['kept_fresh'] and report['restored']
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(out['encoder']),
+               jax.device_get(src['encoder']))
+  table = out['encoder']['item_embed']
+  assert dict(table.sharding.mesh.shape) == {'data': 2, 'fsdp': 1, 'model': 4}
+  assert table.sharding.spec == sh['encoder']['item_embed'].spec
+  # The heads of the pretraining model are not part of the fine-tune model.
+  assert set(out) == {'encoder'}
+
+
+def test_bridge_mismatch_shows_both_sides(pretrained):
+  config, workdir, _ = pretrained
+  ft_config = smoke_config(data=8)
+  with ft_config.unlocked():
+    ft_config.model.max_len = 12
+    ft_config.model.num_layers = 2
+  mesh = sharding.make_mesh(ft_config.mesh)
+  params, sh = fresh_finetune(ft_config, mesh, seed=3)
+  with pytest.raises(ValueError) as e:
+    bridge.init_subtree(workdir, params, sh)
+  msg = str(e.value)
+  assert '~ encoder/pos_embed' in msg and 'model (12, 16)' in msg
+  assert 'checkpoint (10, 16)' in msg
+  assert '- encoder/blocks/1/attn/query' in msg and 'checkpoint: missing' in msg
+  # Allowed differences keep their fresh values; the rest is restored.
+  out, report = bridge.init_subtree(
+      workdir, params, sh,
+      allow_mismatch=['encoder/pos_embed', 'encoder/blocks/1/*'])
+  assert 'encoder/pos_embed' in report['kept_fresh']
+  np.testing.assert_array_equal(out['encoder']['pos_embed'],
+                                params['encoder']['pos_embed'])
+  src = pretrained_params(config, workdir, sharding.make_mesh(config.mesh))
+  np.testing.assert_array_equal(out['encoder']['item_embed'],
+                                src['encoder']['item_embed'])
+  np.testing.assert_array_equal(out['encoder']['blocks'][0]['mlp']['wi'],
+                                src['encoder']['blocks'][0]['mlp']['wi'])
+
+
+def test_bridge_errors_name_the_path(tmp_path):
+  config = smoke_config(data=8)
+  params, sh = fresh_finetune(config, sharding.make_mesh(config.mesh))
+  with pytest.raises(FileNotFoundError, match='holds no checkpoint'):
+    bridge.init_subtree(str(tmp_path), params, sh)
+  with pytest.raises(ValueError, match='not a top-level key'):
+    bridge.init_subtree(str(tmp_path), params, sh, subtree='decoder')
+
+
+def test_pretraining_resumes_exactly(tmp_path):
+  """1 epoch, stop, resume to 2 == 2 epochs straight."""
+  config = smoke_config(data=8)
+  straight = str(tmp_path / 'straight')
+  pretrain.run(config, straight)
+  resumed = str(tmp_path / 'resumed')
+  with config.unlocked():
+    config.pretrain.num_epochs = 1
+  pretrain.run(config, resumed)
+  with config.unlocked():
+    config.pretrain.num_epochs = 2
+  pretrain.run(config, resumed)
+  mesh = sharding.make_mesh(config.mesh)
+  a = pretrained_params(config, straight, mesh)
+  b = pretrained_params(config, resumed, mesh)
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(a),
+               jax.device_get(b))
+
+
+def run_main(argv, ok=True):
+  proc = subprocess.run([sys.executable, '-m', 'rec_jax.main', *argv],
+                        cwd=REPO, capture_output=True, text=True, timeout=600)
+  if ok:
+    assert proc.returncode == 0, proc.stderr[-3000:]
+  return proc
+
+
+def results(workdir):
+  with open(os.path.join(workdir, 'results.json'), encoding='utf-8') as f:
+    return json.load(f)
+
+
+def test_main_with_and_without_pretraining(tmp_path):
+  scratch = str(tmp_path / 'scratch')
+  run_main(['--config=configs/recommended.py:smoke,pretrain=false',
+            f'--workdir={scratch}', '--config.checkpoint.async_save=false'])
+  r = results(scratch)
+  assert not os.path.exists(os.path.join(scratch, 'pretrain'))
+  assert 'pretrain_seconds' not in r and r['init_from'] is None
+  pre = str(tmp_path / 'pre')
+  run_main(['--config=configs/cloze.py:smoke', f'--workdir={pre}',
+            '--config.checkpoint.async_save=false'])
+  r = results(pre)
+  assert r['pretrain_seconds'] > 0 and r['pretrain_epochs'] == 2
+  assert r['init_from'].startswith(os.path.join(pre, 'pretrain', 'best'))
+  assert set(r['test']) >= {'hr@5', 'hr@10', 'hr@20', 'ndcg@5', 'ndcg@10',
+                            'ndcg@20', 'mrr'}
+  # Fine-tuning another workdir from this run's pretrained encoder.
+  other = str(tmp_path / 'other')
+  run_main(['--config=configs/recommended.py:smoke,pretrain=false',
+            f'--workdir={other}', '--stage=finetune',
+            f'--config.init_from.path={pre}',
+            '--config.checkpoint.async_save=false'])
+  with open(os.path.join(other, 'finetune', 'summary.json')) as f:
+    assert json.load(f)['init_from'].startswith(pre)
+
+
+def test_finetune_stage_needs_the_pretrained_encoder(tmp_path):
+  proc = run_main(['--config=configs/cl4srec.py:smoke', '--stage=finetune',
+                   f'--workdir={tmp_path}'], ok=False)
+  assert proc.returncode != 0
+  assert 'FileNotFoundError' in proc.stderr
+  assert '--stage=pretrain first' in proc.stderr
