@@ -33,9 +33,14 @@ PUBLISHED = {
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def run_one(model, dataset, seed, workroot, overrides, only_finished=False):
-  """results.json of one run; runs it unless finished (or only_finished)."""
-  workdir = os.path.join(workroot, f'{model}_{dataset}_s{seed}')
+def run_one(model, dataset, seed, workroot, overrides, only_finished=False,
+            extra_arg='', name=None):
+  """results.json of one run; runs it unless finished (or only_finished).
+
+  `model` names configs/<model>.py; `extra_arg` is appended to its arg
+  string; `name` replaces `model` in the workdir name.
+  """
+  workdir = os.path.join(workroot, f'{name or model}_{dataset}_s{seed}')
   results = os.path.join(workdir, 'results.json')
   if os.path.exists(results):
     with open(results, encoding='utf-8') as f:
@@ -43,7 +48,8 @@ def run_one(model, dataset, seed, workroot, overrides, only_finished=False):
   if only_finished:
     return None
   cmd = [sys.executable, '-m', 'rec_jax.main',
-         f'--config=configs/{model}.py:dataset={dataset},seed={seed}',
+         f'--config=configs/{model}.py:dataset={dataset},seed={seed}'
+         + (f',{extra_arg}' if extra_arg else ''),
          f'--workdir={workdir}'] + [f'--config.{o}' for o in overrides]
   print('+', ' '.join(cmd), flush=True)
   t = time.time()
