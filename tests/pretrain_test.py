@@ -141,29 +141,60 @@ def results(workdir):
     return json.load(f)
 
 
-def test_main_with_and_without_pretraining(tmp_path):
-  scratch = str(tmp_path / 'scratch')
-  run_main(['--config=configs/recommended.py:smoke,pretrain=false',
-            f'--workdir={scratch}', '--config.checkpoint.async_save=false'])
+def test_ablation_runs_main_with_and_without_pretraining(tmp_path):
+  """benchmarks/ablations.py on a smoke config runs the scratch fine-tune
+  (recommended.py:pretrain=false) and a pretrained recipe through main;
+  the results carry the contract; another run fine-tunes from the
+  pretrained one via --config.init_from.path; colab/ablations.ipynb plots
+  the table."""
+  work, out = tmp_path / 'work', tmp_path / 'res' / 'ablations'
+  proc = subprocess.run(
+      [sys.executable, 'benchmarks/ablations.py', '--datasets=synthetic',
+       '--recipes=cloze', '--seeds=0', '--arg=smoke', f'--workroot={work}',
+       f'--out={out}', '--override=checkpoint.async_save=false'],
+      cwd=REPO, capture_output=True, text=True, timeout=900)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  scratch, pre = work / 'scratch_synthetic_s0', work / 'cloze_synthetic_s0'
   r = results(scratch)
-  assert not os.path.exists(os.path.join(scratch, 'pretrain'))
+  assert not (scratch / 'pretrain').exists()
   assert 'pretrain_seconds' not in r and r['init_from'] is None
-  pre = str(tmp_path / 'pre')
-  run_main(['--config=configs/cloze.py:smoke', f'--workdir={pre}',
-            '--config.checkpoint.async_save=false'])
   r = results(pre)
   assert r['pretrain_seconds'] > 0 and r['pretrain_epochs'] == 2
-  assert r['init_from'].startswith(os.path.join(pre, 'pretrain', 'best'))
+  assert r['init_from'].startswith(str(pre / 'pretrain' / 'best'))
   assert set(r['test']) >= {'hr@5', 'hr@10', 'hr@20', 'ndcg@5', 'ndcg@10',
                             'ndcg@20', 'mrr'}
-  # Fine-tuning another workdir from this run's pretrained encoder.
-  other = str(tmp_path / 'other')
+  for ext in ('md', 'csv', 'json', 'png'):
+    assert os.path.exists(f'{out}.{ext}')
+  table = open(f'{out}.md', encoding='utf-8').read()
+  assert '| synthetic | scratch | 1 |' in table
+  assert '| synthetic | cloze | 1 |' in table
+
+  other = tmp_path / 'other'
   run_main(['--config=configs/recommended.py:smoke,pretrain=false',
             f'--workdir={other}', '--stage=finetune',
             f'--config.init_from.path={pre}',
             '--config.checkpoint.async_save=false'])
-  with open(os.path.join(other, 'finetune', 'summary.json')) as f:
-    assert json.load(f)['init_from'].startswith(pre)
+  with open(other / 'finetune' / 'summary.json', encoding='utf-8') as f:
+    assert json.load(f)['init_from'].startswith(str(pre))
+
+  import nbclient  # pylint: disable=g-import-not-at-top
+  import nbformat  # pylint: disable=g-import-not-at-top
+  nb = nbformat.read(os.path.join(REPO, 'colab', 'ablations.ipynb'),
+                     as_version=4)
+  env_backup = dict(os.environ)
+  os.environ['REC_JAX_REPO'] = REPO
+  os.environ['ABLATIONS_JSON'] = f'{out}.json'
+  try:
+    nbclient.NotebookClient(nb, timeout=300, kernel_name='python3',
+                            resources={'metadata': {'path': str(tmp_path)}}
+                            ).execute()
+  finally:
+    os.environ.clear()
+    os.environ.update(env_backup)
+  outputs = ''.join(o.get('text', '') for c in nb.cells if c.cell_type == 'code'
+                    for o in c.get('outputs', []))
+  assert 'synthetic  cloze' in outputs and 'bar plot:' in outputs
+  assert (tmp_path / 'ablations_ndcg10.png').exists()
 
 
 def test_finetune_stage_needs_the_pretrained_encoder(tmp_path):
