@@ -29,16 +29,7 @@ def get_config(arg=None):
 
   config.model = config_lib.model_config(causal=False)
 
-  config.finetune = dict(
-      objective='cloze',
-      loss='ce',
-      num_negatives=256,
-      sampler='uniform',
-      mask_prob=args.mask_prob,
-      batch_size=16,
-      num_epochs=200,
-      patience=10,
-      optimizer=config_lib.optimizer_config(lr=1e-3),
-  )
+  config.finetune = config_lib.finetune_config(objective='cloze',
+                                               mask_prob=args.mask_prob)
 
   return config_lib.add_common_sections(config, smoke_run=args.smoke)

@@ -36,16 +36,8 @@ def get_config(arg=None):
   config.model = config_lib.model_config(causal=True, dropout_rate=0.5,
                                          attention_dropout_rate=0.5)
 
-  config.finetune = dict(
-      objective='causal',   # next item at every position.
-      loss=args.loss,       # ce: full softmax over the catalog.
-      num_negatives=1 if args.loss == 'bce' else 256,
-      sampler='uniform',    # sampled_softmax proposal: uniform | popularity.
-      mask_prob=0.0,
-      batch_size=16,        # packed rows of max_len positions (~130 users).
-      num_epochs=200,
-      patience=10,          # evaluations without improvement.
-      optimizer=config_lib.optimizer_config(lr=1e-3),
-  )
+  # Next item at every position, full-softmax CE (`loss=bce`: the original
+  # sampled-negative BCE); batches of 16 packed rows of max_len (~130 users).
+  config.finetune = config_lib.finetune_config(loss=args.loss)
 
   return config_lib.add_common_sections(config, smoke_run=args.smoke)

@@ -71,6 +71,8 @@ def axis_rules():
       ('seq', None),
       ('attr', None),
       ('embed_out', None),
+      ('lora', None),
+      ('prefix', None),
   )
 
 
@@ -95,7 +97,10 @@ def model_config(*, causal: bool, max_len: int = 50, embed_dim: int = 64,
       dropout_rate=dropout_rate,
       attention_dropout_rate=attention_dropout_rate,
       vocab_multiple=128,  # item table rows split evenly over `model`.
-      dtype='float32'))
+      dtype='float32',
+      # Fine-tuning methods (rec_jax.peft); 0 / 'none' = off.
+      lora_rank=0, lora_alpha=0.0, prefix_len=0, adapter_dim=0,
+      head='none'))
 
 
 def optimizer_config(lr: float = 1e-3, **overrides):
@@ -131,6 +136,8 @@ def finetune_config(*, objective: str = 'causal', loss: str = 'ce',
       num_epochs=num_epochs,
       patience=patience,    # evaluations without improvement.
       optimizer=optimizer_config(lr=lr),
+      method='full',        # rec_jax.peft: full | frozen | partial | lora |
+      partial_layers=1,     # prefix | adapter (set with peft.configure).
   ))
 
 
@@ -201,10 +208,11 @@ def pretrain_recipe(arg, objectives: dict, **pretrain_kwargs):
   0.5, early stopping), evaluated by full ranking.
 
   Arg string keys: dataset, seed, pretrain (false: the identical fine-tune
-  from random initialisation, the ablation baseline), smoke.
+  from random initialisation, the ablation baseline), finetune (full |
+  frozen | partial | lora | prefix | adapter, see rec_jax.peft), smoke.
   """
   args = parse_arg(arg, dataset='synthetic', seed=0, pretrain=True,
-                   smoke=False)
+                   finetune='full', smoke=False)
   config = ml_collections.ConfigDict()
   config.seed = args.seed
   config.data = data_config(args.dataset)
@@ -213,6 +221,8 @@ def pretrain_recipe(arg, objectives: dict, **pretrain_kwargs):
   config.pretrain = pretrain_config(objectives, enabled=bool(args.pretrain),
                                     **pretrain_kwargs)
   config.finetune = finetune_config()
+  from rec_jax import peft  # pylint: disable=g-import-not-at-top
+  peft.configure(config, args.finetune)
   return add_common_sections(config, smoke_run=args.smoke)
 
 

@@ -28,8 +28,7 @@ from rec_jax.models import sequence
 def encode_step(params, batch, *, graphdef):
   """Encoder outputs [R, L, D] of packed rows. Jit-able."""
   model = nnx.merge(graphdef, params)
-  return model.encoder(batch['inputs'], batch['positions'],
-                       batch['segment_ids'])
+  return model(batch['inputs'], batch['positions'], batch['segment_ids'])
 
 
 def full_ranking_step(params, batch, *, graphdef, top_k, mesh,

@@ -24,6 +24,7 @@ from rec_jax import checkpoints
 from rec_jax import evaluate
 from rec_jax import losses
 from rec_jax import optimizers
+from rec_jax import peft
 from rec_jax import sharding
 from rec_jax import trainer
 from rec_jax import writers
@@ -67,8 +68,8 @@ def train_step(state, batch, key, *, graphdef, tx, cfg, num_items: int,
 
   def loss_fn(params):
     model = nnx.merge(graphdef, params)
-    hidden = model.encoder(inputs, batch['positions'], batch['segment_ids'],
-                           key=k_drop)
+    hidden = model(inputs, batch['positions'], batch['segment_ids'],
+                   key=k_drop)
     table = model.encoder.item_table()
     if cfg.loss == 'ce':
       total, count = losses.full_softmax_ce(hidden, targets, table, num_items)
@@ -149,6 +150,13 @@ def run(config, workdir: str, init_from: str | None = None) -> dict:
 
   graphdef, abs_params, param_sh = abstract_model(config, ds.num_items, mesh)
   tx, lr_schedule = optimizers.make(cfg.optimizer, total_steps)
+  method = cfg.get('method', 'full')
+  tx = peft.wrap(tx, abs_params, method, config.model.num_layers,
+                 cfg.get('partial_layers', 1))
+  trainable, total = peft.count(abs_params, method, config.model.num_layers,
+                                cfg.get('partial_layers', 1))
+  logging.info('Fine-tuning method %r: %d of %d parameters train (%.2f%%).',
+               method, trainable, total, 100 * trainable / total)
   abs_opt, state_sh = trainer.state_shardings(tx, abs_params, param_sh, mesh)
   log_q = None
   if cfg.loss == 'sampled_softmax' and cfg.sampler == 'popularity':
@@ -171,6 +179,7 @@ def run(config, workdir: str, init_from: str | None = None) -> dict:
     meta = trainer.fresh_meta()
     if init_path:
       allow = [p for p in config.init_from.allow_mismatch.split(',') if p]
+      allow += list(peft.ADDED)  # method parameters start fresh.
       params, meta['init_from'] = bridge.init_subtree(
           init_path, params, param_sh, subtree=config.init_from.subtree,
           allow_mismatch=allow)
@@ -201,6 +210,7 @@ def run(config, workdir: str, init_from: str | None = None) -> dict:
   ckpt.close()
   writer.close()
   out = trainer.summary(meta, int(jax.device_get(state['step'])))
+  out.update(method=method, trainable_params=trainable, total_params=total)
   if meta.get('init_from'):
     out['init_from'] = meta['init_from']['source']
   return out

@@ -61,7 +61,10 @@ def run_eval(config, workdir: str) -> dict:
       epochs=train_summary['epochs'], best_epoch=train_summary['best_epoch'],
       seconds_per_epoch=train_summary['seconds_per_epoch'],
       stopped_early=train_summary['stopped_early'],
-      init_from=train_summary.get('init_from'))
+      init_from=train_summary.get('init_from'),
+      finetune_method=train_summary.get('method', 'full'),
+      trainable_params=train_summary.get('trainable_params'),
+      total_params=train_summary.get('total_params'))
   pre = _summary(workdir, 'pretrain') if pretraining(config) else None
   if pre is not None:
     results.update(pretrain_seconds=pre['train_seconds'],

@@ -9,7 +9,6 @@ from jax.sharding import AxisType
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 import numpy as np
-import optax
 
 AXES = ('data', 'fsdp', 'model')
 
@@ -87,10 +86,29 @@ def check_batch(global_batch: int, mesh, what: str = 'batch_size'):
 
 
 def opt_state_shardings(tx, abstract_opt_state, param_shardings, mesh):
-  """Gives optimizer moments the shardings of their parameters."""
-  return optax.tree_map_params(
-      tx, lambda _, s: s, abstract_opt_state, param_shardings,
-      transform_non_params=lambda _: replicated(mesh))
+  """Gives optimizer moments the shardings of their parameters.
+
+  Each optimizer-state leaf whose key path ends with a parameter's key path
+  (and has its shape) takes that parameter's sharding; everything else
+  (step counts, masked-out entries) is replicated. This works for any optax
+  state, including multi_transform's masked ones.
+  """
+  del tx
+  def key(path):
+    return tuple(str(getattr(k, 'key', getattr(k, 'idx', k))) for k in path)
+  by_path = {key(p): s for p, s in
+             jax.tree_util.tree_flatten_with_path(param_shardings)[0]}
+  longest = max((len(k) for k in by_path), default=0)
+
+  def pick(path, leaf):
+    if not getattr(leaf, 'ndim', 0):
+      return replicated(mesh)
+    k = key(path)
+    for n in range(min(longest, len(k)), 0, -1):
+      if k[-n:] in by_path:
+        return by_path[k[-n:]]
+    return replicated(mesh)
+  return jax.tree_util.tree_map_with_path(pick, abstract_opt_state)
 
 
 def host_to_global(mesh, tree):

@@ -47,13 +47,60 @@ class LayerNorm(nnx.Module):
     return (y * self.scale[...] + self.bias[...]).astype(dtype)
 
 
+class Peft:
+  """Parameter-efficient additions to a block (all off by default).
+
+  lora_rank: rank-r updates W + (alpha / r) A B on the attention query, key,
+    value, output and MLP projections; B starts at zero, so a fresh adapter
+    leaves the pretrained function unchanged (rec_jax.peft merges them).
+  prefix_len: learned keys and values prepended in every attention layer
+    (prefix tuning); every real query may attend to them.
+  adapter_dim: bottleneck adapters after the attention and MLP sublayers
+    (up-projection at zero: identity at start).
+  """
+
+  def __init__(self, lora_rank: int = 0, lora_alpha: float = 0.0,
+               prefix_len: int = 0, adapter_dim: int = 0):
+    self.lora_rank = lora_rank
+    self.lora_scale = (lora_alpha or lora_rank) / max(lora_rank, 1)
+    self.prefix_len = prefix_len
+    self.adapter_dim = adapter_dim
+
+
+NO_PEFT = Peft()
+_zeros = nnx.initializers.zeros_init()
+
+
+def _lora(rngs, a_shape, a_names, b_shape, b_names):
+  return (param(rngs.params(), a_shape, a_names),
+          param(None, b_shape, b_names, _zeros))
+
+
 class Attention(nnx.Module):
   """Multi-head self-attention with an explicit boolean mask."""
 
-  def __init__(self, dim: int, num_heads: int, *, rngs: nnx.Rngs):
+  def __init__(self, dim: int, num_heads: int, *, rngs: nnx.Rngs,
+               peft: Peft = NO_PEFT):
     if dim % num_heads:
       raise ValueError(f'embed_dim {dim} is not divisible by {num_heads} heads')
     head = dim // num_heads
+    self.lora_scale = peft.lora_scale
+    r = peft.lora_rank
+    if r:
+      for name in ('query', 'key', 'value'):
+        a, b = _lora(rngs, (dim, r), ('embed', 'lora'), (r, num_heads, head),
+                     ('lora', 'heads', 'kv'))
+        setattr(self, f'lora_{name}_a', a)
+        setattr(self, f'lora_{name}_b', b)
+      self.lora_out_a, self.lora_out_b = _lora(
+          rngs, (num_heads, head, r), ('heads', 'kv', 'lora'), (r, dim),
+          ('lora', 'embed'))
+    if peft.prefix_len:
+      self.prefix_key = param(rngs.params(), (peft.prefix_len, num_heads, head),
+                              ('prefix', 'heads', 'kv'))
+      self.prefix_value = param(rngs.params(),
+                                (peft.prefix_len, num_heads, head),
+                                ('prefix', 'heads', 'kv'))
     self.query = param(rngs.params(), (dim, num_heads, head),
                        ('embed', 'heads', 'kv'))
     self.key = param(rngs.params(), (dim, num_heads, head),
@@ -68,15 +115,36 @@ class Attention(nnx.Module):
     self.value_bias = param(None, (num_heads, head), ('heads', 'kv'), z)
     self.out_bias = param(None, (dim,), ('embed',), z)
 
+  def weight(self, name: str):
+    """A projection with its LoRA update folded in (if any)."""
+    w = getattr(self, name)[...]
+    if hasattr(self, f'lora_{name}_a'):
+      a = getattr(self, f'lora_{name}_a')[...]
+      b = getattr(self, f'lora_{name}_b')[...]
+      w = w + self.lora_scale * jnp.tensordot(a, b, axes=1)
+    return w
+
   def __call__(self, x, mask, *, dropout_rate: float = 0.0, key=None):
     # x: [B, L, D]; mask: [B, 1, L, L] True where a query may attend a key.
     dtype = x.dtype
-    q = jnp.einsum('bld,dhk->blhk', x, self.query[...].astype(dtype))
-    k = jnp.einsum('bld,dhk->blhk', x, self.key[...].astype(dtype))
-    v = jnp.einsum('bld,dhk->blhk', x, self.value[...].astype(dtype))
+    q = jnp.einsum('bld,dhk->blhk', x, self.weight('query').astype(dtype))
+    k = jnp.einsum('bld,dhk->blhk', x, self.weight('key').astype(dtype))
+    v = jnp.einsum('bld,dhk->blhk', x, self.weight('value').astype(dtype))
     q = q + self.query_bias[...].astype(dtype)
     k = k + self.key_bias[...].astype(dtype)
     v = v + self.value_bias[...].astype(dtype)
+    if hasattr(self, 'prefix_key'):
+      b = x.shape[0]
+      pk = jnp.broadcast_to(self.prefix_key[...].astype(dtype),
+                            (b,) + self.prefix_key.shape)
+      pv = jnp.broadcast_to(self.prefix_value[...].astype(dtype),
+                            (b,) + self.prefix_value.shape)
+      k = jnp.concatenate([pk, k], axis=1)
+      v = jnp.concatenate([pv, v], axis=1)
+      # Real queries (those that may attend anything) also see the prefix.
+      real = mask.any(-1, keepdims=True)
+      mask = jnp.concatenate([jnp.broadcast_to(
+          real, mask.shape[:-1] + (pk.shape[1],)), mask], axis=-1)
     scale = q.shape[-1] ** -0.5
     logits = jnp.einsum('bqhk,bshk->bhqs', q * scale, k).astype(jnp.float32)
     # A finite fill keeps fully masked (padding) query rows NaN-free.
@@ -84,44 +152,78 @@ class Attention(nnx.Module):
     probs = jax.nn.softmax(logits, axis=-1).astype(dtype)
     probs = dropout(probs, dropout_rate, key)
     ctx = jnp.einsum('bhqs,bshk->bqhk', probs, v)
-    return (jnp.einsum('bqhk,hkd->bqd', ctx, self.out[...].astype(dtype))
+    return (jnp.einsum('bqhk,hkd->bqd', ctx, self.weight('out').astype(dtype))
             + self.out_bias[...].astype(dtype))
 
 
 class Mlp(nnx.Module):
   """Position-wise feed-forward block with GELU."""
 
-  def __init__(self, dim: int, mlp_dim: int, *, rngs: nnx.Rngs):
+  def __init__(self, dim: int, mlp_dim: int, *, rngs: nnx.Rngs,
+               peft: Peft = NO_PEFT):
     z = nnx.initializers.zeros_init()
     self.wi = param(rngs.params(), (dim, mlp_dim), ('embed', 'mlp'))
     self.bi = param(None, (mlp_dim,), ('mlp',), z)
     self.wo = param(rngs.params(), (mlp_dim, dim), ('mlp', 'embed'))
     self.bo = param(None, (dim,), ('embed',), z)
+    self.lora_scale = peft.lora_scale
+    r = peft.lora_rank
+    if r:
+      self.lora_wi_a, self.lora_wi_b = _lora(
+          rngs, (dim, r), ('embed', 'lora'), (r, mlp_dim), ('lora', 'mlp'))
+      self.lora_wo_a, self.lora_wo_b = _lora(
+          rngs, (mlp_dim, r), ('mlp', 'lora'), (r, dim), ('lora', 'embed'))
+
+  weight = Attention.weight
 
   def __call__(self, x, *, dropout_rate: float = 0.0, key=None):
     dtype = x.dtype
-    h = jax.nn.gelu(x @ self.wi[...].astype(dtype) + self.bi[...].astype(dtype))
+    h = jax.nn.gelu(x @ self.weight('wi').astype(dtype) +
+                    self.bi[...].astype(dtype))
     h = dropout(h, dropout_rate, key)
-    return h @ self.wo[...].astype(dtype) + self.bo[...].astype(dtype)
+    return h @ self.weight('wo').astype(dtype) + self.bo[...].astype(dtype)
+
+
+class Adapter(nnx.Module):
+  """Bottleneck adapter x + up(gelu(down(x))), the identity at start."""
+
+  def __init__(self, dim: int, bottleneck: int, *, rngs: nnx.Rngs):
+    self.down = param(rngs.params(), (dim, bottleneck), ('embed', 'lora'))
+    self.down_bias = param(None, (bottleneck,), ('lora',), _zeros)
+    self.up = param(None, (bottleneck, dim), ('lora', 'embed'), _zeros)
+    self.up_bias = param(None, (dim,), ('embed',), _zeros)
+
+  def __call__(self, x):
+    dtype = x.dtype
+    h = jax.nn.gelu(x @ self.down[...].astype(dtype) +
+                    self.down_bias[...].astype(dtype))
+    return x + h @ self.up[...].astype(dtype) + self.up_bias[...].astype(dtype)
 
 
 class Block(nnx.Module):
   """Pre-LayerNorm Transformer block."""
 
   def __init__(self, dim: int, num_heads: int, mlp_dim: int, *,
-               rngs: nnx.Rngs):
+               rngs: nnx.Rngs, peft: Peft = NO_PEFT):
     self.attn_norm = LayerNorm(dim, rngs=rngs)
-    self.attn = Attention(dim, num_heads, rngs=rngs)
+    self.attn = Attention(dim, num_heads, rngs=rngs, peft=peft)
     self.mlp_norm = LayerNorm(dim, rngs=rngs)
-    self.mlp = Mlp(dim, mlp_dim, rngs=rngs)
+    self.mlp = Mlp(dim, mlp_dim, rngs=rngs, peft=peft)
+    if peft.adapter_dim:
+      self.adapter_attn = Adapter(dim, peft.adapter_dim, rngs=rngs)
+      self.adapter_mlp = Adapter(dim, peft.adapter_dim, rngs=rngs)
 
   def __call__(self, x, mask, *, dropout_rate: float = 0.0,
                attention_dropout_rate: float = 0.0, key=None):
     k1, k2, k3, k4 = split_key(key, 4)
     h = self.attn(self.attn_norm(x), mask,
                   dropout_rate=attention_dropout_rate, key=k1)
+    if hasattr(self, 'adapter_attn'):
+      h = self.adapter_attn(h)
     x = x + dropout(h, dropout_rate, k2)
     h = self.mlp(self.mlp_norm(x), dropout_rate=dropout_rate, key=k3)
+    if hasattr(self, 'adapter_mlp'):
+      h = self.adapter_mlp(h)
     return x + dropout(h, dropout_rate, k4)
 
 

@@ -28,7 +28,7 @@ class SequenceEncoder(nnx.Module):
                num_layers: int, num_heads: int, mlp_dim: int, causal: bool,
                dropout_rate: float = 0.0, attention_dropout_rate: float = 0.0,
                vocab_multiple: int = 128, dtype: str = 'float32',
-               rngs: nnx.Rngs):
+               peft: layers.Peft = layers.NO_PEFT, rngs: nnx.Rngs):
     self.num_items = num_items
     self.max_len = max_len
     self.causal = causal
@@ -42,7 +42,7 @@ class SequenceEncoder(nnx.Module):
                                   ('seq', 'embed'))
     self.embed_norm = layers.LayerNorm(embed_dim, rngs=rngs)
     self.blocks = nnx.List([
-        layers.Block(embed_dim, num_heads, mlp_dim, rngs=rngs)
+        layers.Block(embed_dim, num_heads, mlp_dim, rngs=rngs, peft=peft)
         for _ in range(num_layers)])
     self.final_norm = layers.LayerNorm(embed_dim, rngs=rngs)
 
@@ -109,12 +109,48 @@ def mask_non_items(logits, num_items: int):
   return jnp.where(valid, logits, -jnp.inf)
 
 
-class NextItemModel(nnx.Module):
-  """The fine-tune model for next-item ranking: an `encoder` and nothing
-  else, since the output layer is the encoder's own item table."""
+class Head(nnx.Module):
+  """A head on frozen features: `linear` (D x D, identity at start) or
+  `mlp` (residual two-layer MLP, zero output at start), so that training
+  starts from the pretrained encoder's own scores."""
 
-  def __init__(self, *, rngs: nnx.Rngs, **encoder_kwargs):
+  def __init__(self, kind: str, dim: int, *, rngs: nnx.Rngs):
+    if kind not in ('linear', 'mlp'):
+      raise ValueError(f"model.head={kind!r}: expected 'none', 'linear' or "
+                       "'mlp'")
+    self.kind = kind
+    eye = lambda key, shape, dtype: jnp.eye(shape[0], dtype=dtype)
+    if kind == 'linear':
+      self.w = layers.param(None, (dim, dim), ('embed', 'embed_out'), eye)
+    else:
+      self.w1 = layers.param(rngs.params(), (dim, 2 * dim), ('embed', 'mlp'))
+      self.w2 = layers.param(None, (2 * dim, dim), ('mlp', 'embed'),
+                             nnx.initializers.zeros_init())
+    self.b = layers.param(None, (dim,), ('embed',),
+                          nnx.initializers.zeros_init())
+
+  def __call__(self, h):
+    if self.kind == 'linear':
+      return h @ self.w[...].astype(h.dtype) + self.b[...].astype(h.dtype)
+    return h + jax.nn.gelu(h @ self.w1[...].astype(h.dtype)) @ self.w2[
+        ...].astype(h.dtype) + self.b[...].astype(h.dtype)
+
+
+class NextItemModel(nnx.Module):
+  """The fine-tune model for next-item ranking: an `encoder` (whose item
+  table is the output layer) and, for feature-extraction fine-tuning, an
+  optional `head` on its outputs."""
+
+  def __init__(self, *, rngs: nnx.Rngs, head: str = 'none',
+               **encoder_kwargs):
     self.encoder = SequenceEncoder(rngs=rngs, **encoder_kwargs)
+    if head != 'none':
+      self.head = Head(head, encoder_kwargs['embed_dim'], rngs=rngs)
+
+  def __call__(self, items, positions, segment_ids, *, key=None):
+    """User representations [B, L, D] (encoder, then the head if any)."""
+    h = self.encoder(items, positions, segment_ids, key=key)
+    return self.head(h) if hasattr(self, 'head') else h
 
 
 class PretrainModel(nnx.Module):
@@ -145,17 +181,24 @@ def encoder_kwargs(model_cfg, num_items: int) -> dict:
       num_heads=model_cfg.num_heads, mlp_dim=model_cfg.mlp_dim,
       causal=model_cfg.causal, dropout_rate=model_cfg.dropout_rate,
       attention_dropout_rate=model_cfg.attention_dropout_rate,
-      vocab_multiple=model_cfg.vocab_multiple, dtype=model_cfg.dtype)
+      vocab_multiple=model_cfg.vocab_multiple, dtype=model_cfg.dtype,
+      peft=layers.Peft(
+          lora_rank=model_cfg.get('lora_rank', 0),
+          lora_alpha=model_cfg.get('lora_alpha', 0.0),
+          prefix_len=model_cfg.get('prefix_len', 0),
+          adapter_dim=model_cfg.get('adapter_dim', 0)))
 
 
 def build(model_cfg, num_items: int, *, rngs: nnx.Rngs) -> NextItemModel:
   """Builds the model named by `config.model` for a catalog of num_items."""
-  return NextItemModel(rngs=rngs, **encoder_kwargs(model_cfg, num_items))
+  return NextItemModel(rngs=rngs, head=model_cfg.get('head', 'none'),
+                       **encoder_kwargs(model_cfg, num_items))
 
 
 def build_pretrain(model_cfg, num_items: int, *, num_attributes: int = 0,
                    s3rec_heads: bool = False,
                    rngs: nnx.Rngs) -> PretrainModel:
+  kwargs = encoder_kwargs(model_cfg, num_items)
+  kwargs['peft'] = layers.NO_PEFT  # adapters belong to fine-tuning.
   return PretrainModel(rngs=rngs, num_attributes=num_attributes,
-                       s3rec_heads=s3rec_heads,
-                       **encoder_kwargs(model_cfg, num_items))
+                       s3rec_heads=s3rec_heads, **kwargs)

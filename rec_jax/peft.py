@@ -1,0 +1,114 @@
+"""Fine-tuning methods as parameter partitions and optax masks.
+
+One trainer serves every method: the method decides which parameters train
+(an optax multi_transform gives the others zero updates and no optimizer
+moments) and which parameters the model grows for it (LoRA, prefix,
+adapters, a head), which the pretrain -> fine-tune bridge leaves fresh.
+
+  full      every parameter.
+  frozen    the encoder (item table included) is frozen; a `linear` or `mlp`
+            head on its outputs trains (feature extraction).
+  partial   the top `partial_layers` blocks, the final norm (and head).
+  lora      rank-r adapters on attention and MLP projections.
+  prefix    learned per-layer prefix keys and values.
+  adapter   bottleneck adapters after each sublayer.
+"""
+
+import fnmatch
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+METHODS = ('full', 'frozen', 'partial', 'lora', 'prefix', 'adapter')
+# Parameters the methods add; a pretrained checkpoint never has them.
+ADDED = ('encoder/*/lora_*', 'encoder/*/prefix_*', 'encoder/*/adapter_*')
+
+
+def configure(config, method: str):
+  """Sets model / finetune fields for `method` (call inside a config)."""
+  if method not in METHODS:
+    raise ValueError(f'finetune={method!r}: expected one of {METHODS}')
+  config.finetune.method = method
+  config.finetune.partial_layers = 1
+  m = config.model
+  if method == 'frozen':
+    m.head = 'linear'
+  elif method == 'lora':
+    m.lora_rank, m.lora_alpha = 8, 16.0
+  elif method == 'prefix':
+    m.prefix_len = 8
+  elif method == 'adapter':
+    m.adapter_dim = 16
+  return config
+
+
+def _path(path) -> str:
+  return '/'.join(str(getattr(k, 'key', k)) for k in path)
+
+
+def trainable(key: str, method: str, num_layers: int,
+              partial_layers: int = 1) -> bool:
+  """Whether the parameter at `key` ('encoder/blocks/0/attn/query') trains."""
+  if method == 'full':
+    return True
+  if key.startswith('head/'):
+    return True
+  if method == 'frozen':
+    return False
+  if method == 'partial':
+    top = [f'encoder/blocks/{i}/*' for i in
+           range(max(num_layers - partial_layers, 0), num_layers)]
+    return any(fnmatch.fnmatch(key, p) for p in top + ['encoder/final_norm/*'])
+  marker = {'lora': '/lora_', 'prefix': '/prefix_', 'adapter': '/adapter_'}
+  if method in marker:
+    return marker[method] in key
+  raise ValueError(f'finetune.method={method!r}: expected one of {METHODS}')
+
+
+def labels(params, method: str, num_layers: int, partial_layers: int = 1):
+  """'train' / 'frozen' for every leaf of `params`."""
+  return jax.tree_util.tree_map_with_path(
+      lambda p, _: 'train' if trainable(_path(p), method, num_layers,
+                                        partial_layers) else 'frozen',
+      params)
+
+
+def wrap(tx, params, method: str, num_layers: int, partial_layers: int = 1):
+  """`tx` on trainable parameters, zero updates (no state) on the rest."""
+  if method == 'full':
+    return tx
+  lab = labels(params, method, num_layers, partial_layers)
+  if 'train' not in jax.tree.leaves(lab):
+    raise ValueError(f'finetune.method={method!r} leaves nothing to train '
+                     '(frozen needs model.head, lora model.lora_rank, ...)')
+  return optax.multi_transform({'train': tx, 'frozen': optax.set_to_zero()},
+                               lab)
+
+
+def count(params, method: str, num_layers: int, partial_layers: int = 1):
+  """(trainable, total) parameter counts."""
+  lab = jax.tree.leaves(labels(params, method, num_layers, partial_layers))
+  sizes = [int(np.prod(x.shape)) for x in jax.tree.leaves(params)]
+  return sum(s for s, l in zip(sizes, lab) if l == 'train'), sum(sizes)
+
+
+def merge_lora(params, scale: float):
+  """Folds every LoRA pair into its base weight and drops the pair, giving
+  the params of the same model built with lora_rank=0 (for serving)."""
+  def visit(node):
+    if not isinstance(node, dict):
+      return node
+    out = {k: visit(v) for k, v in node.items()
+           if not str(k).startswith('lora_')}
+    for k in list(node):
+      k = str(k)
+      if k.startswith('lora_') and k.endswith('_a'):
+        base = k[len('lora_'):-len('_a')]
+        if base not in out:
+          raise ValueError(f'LoRA pair {k} has no base weight {base}')
+        delta = jnp.tensordot(node[k], node[f'lora_{base}_b'], axes=1)
+        out[base] = out[base] + scale * delta.astype(out[base].dtype)
+    return out
+  return visit(params)
