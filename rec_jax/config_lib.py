@@ -138,6 +138,7 @@ def finetune_config(*, objective: str = 'causal', loss: str = 'ce',
       optimizer=optimizer_config(lr=lr),
       method='full',        # rec_jax.peft: full | frozen | partial | lora |
       partial_layers=1,     # prefix | adapter (set with peft.configure).
+      label_fraction=1.0,   # fine-tune on this fraction of users.
   ))
 
 
@@ -209,10 +210,11 @@ def pretrain_recipe(arg, objectives: dict, **pretrain_kwargs):
 
   Arg string keys: dataset, seed, pretrain (false: the identical fine-tune
   from random initialisation, the ablation baseline), finetune (full |
-  frozen | partial | lora | prefix | adapter, see rec_jax.peft), smoke.
+  frozen | partial | lora | prefix | adapter, see rec_jax.peft),
+  label_fraction (fine-tune on that fraction of users), smoke.
   """
   args = parse_arg(arg, dataset='synthetic', seed=0, pretrain=True,
-                   finetune='full', smoke=False)
+                   finetune='full', label_fraction=1.0, smoke=False)
   config = ml_collections.ConfigDict()
   config.seed = args.seed
   config.data = data_config(args.dataset)
@@ -221,6 +223,7 @@ def pretrain_recipe(arg, objectives: dict, **pretrain_kwargs):
   config.pretrain = pretrain_config(objectives, enabled=bool(args.pretrain),
                                     **pretrain_kwargs)
   config.finetune = finetune_config()
+  config.finetune.label_fraction = args.label_fraction
   from rec_jax import peft  # pylint: disable=g-import-not-at-top
   peft.configure(config, args.finetune)
   return add_common_sections(config, smoke_run=args.smoke)

@@ -109,6 +109,21 @@ init_state = trainer.init_state
 load_data = trainer.load_data
 
 
+def labelled_users(train, fraction: float, seed: int):
+  """The training sequences of a random `fraction` of users (at least one):
+  the low-label regime. Pretraining still sees every user; validation and
+  test still cover every user."""
+  if not 0.0 < fraction <= 1.0:
+    raise ValueError(f'finetune.label_fraction={fraction}: expected (0, 1]')
+  if fraction == 1.0:
+    return train
+  n = max(1, int(round(fraction * len(train))))
+  keep = np.sort(np.random.default_rng([seed, 11]).permutation(len(train))[:n])
+  logging.info('Fine-tuning on %d of %d users (label_fraction=%g).', n,
+               len(train), fraction)
+  return [train[i] for i in keep]
+
+
 # ----------------------------------------------------------------- loop ----
 
 
@@ -138,7 +153,9 @@ def run(config, workdir: str, init_from: str | None = None) -> dict:
   sharding.check_batch(cfg.batch_size, mesh, 'finetune.batch_size')
 
   max_len = config.model.max_len
-  segments = pipeline.make_segments(split.train, max_len,
+  train = labelled_users(split.train, cfg.get('label_fraction', 1.0),
+                         config.seed)
+  segments = pipeline.make_segments(train, max_len,
                                     shift=cfg.objective == 'causal')
   stream = pipeline.TrainStream(
       segments, batch_size=cfg.batch_size, max_len=max_len, seed=config.seed,

@@ -203,3 +203,18 @@ def test_finetune_stage_needs_the_pretrained_encoder(tmp_path):
   assert proc.returncode != 0
   assert 'FileNotFoundError' in proc.stderr
   assert '--stage=pretrain first' in proc.stderr
+
+
+def test_features_from_the_pretrained_encoder(pretrained, tmp_path):
+  from rec_jax import features  # pylint: disable=g-import-not-at-top
+  config, workdir, _ = pretrained
+  files = features.extract(config, workdir, str(tmp_path), layer=-1,
+                           history='test', fmt='npy', batch_size=64)
+  users, items = np.load(files['users']), np.load(files['items'])
+  ds, _ = trainer.load_data(config)
+  assert users.shape == (ds.num_users, config.model.embed_dim)
+  assert items.shape == (ds.num_items, config.model.embed_dim)
+  src = pretrained_params(config, workdir, sharding.make_mesh(config.mesh))
+  np.testing.assert_array_equal(
+      items, np.asarray(src['encoder']['item_embed'])[1:ds.num_items + 1])
+  assert np.all(np.isfinite(users)) and users.std() > 0
