@@ -118,6 +118,7 @@ def eval_config(batch_size: int = 256):
       top_k=20,               # predictions.jsonl list length.
       exclude_history=True,   # S3-Rec protocol: history items are not ranked.
       sampled=True,           # also the 99-negatives protocol where shipped.
+      ctr_negatives=4,        # task=ctr: popularity negatives per positive.
   ))
 
 
@@ -139,6 +140,7 @@ def finetune_config(*, objective: str = 'causal', loss: str = 'ce',
       method='full',        # rec_jax.peft: full | frozen | partial | lora |
       partial_layers=1,     # prefix | adapter (set with peft.configure).
       label_fraction=1.0,   # fine-tune on this fraction of users.
+      task='next',          # next | ctr (rec_jax.tasks.configure).
   ))
 
 
@@ -211,10 +213,12 @@ def pretrain_recipe(arg, objectives: dict, **pretrain_kwargs):
   Arg string keys: dataset, seed, pretrain (false: the identical fine-tune
   from random initialisation, the ablation baseline), finetune (full |
   frozen | partial | lora | prefix | adapter, see rec_jax.peft),
-  label_fraction (fine-tune on that fraction of users), smoke.
+  label_fraction (fine-tune on that fraction of users), task (next | ctr,
+  see rec_jax.tasks), smoke.
   """
   args = parse_arg(arg, dataset='synthetic', seed=0, pretrain=True,
-                   finetune='full', label_fraction=1.0, smoke=False)
+                   finetune='full', label_fraction=1.0, task='next',
+                   smoke=False)
   config = ml_collections.ConfigDict()
   config.seed = args.seed
   config.data = data_config(args.dataset)
@@ -226,7 +230,9 @@ def pretrain_recipe(arg, objectives: dict, **pretrain_kwargs):
   config.finetune.label_fraction = args.label_fraction
   from rec_jax import peft  # pylint: disable=g-import-not-at-top
   peft.configure(config, args.finetune)
-  return add_common_sections(config, smoke_run=args.smoke)
+  config = add_common_sections(config, smoke_run=args.smoke)
+  from rec_jax import tasks  # pylint: disable=g-import-not-at-top
+  return tasks.configure(config, args.task)
 
 
 def add_common_sections(config, *, smoke_run: bool):

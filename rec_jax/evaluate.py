@@ -20,6 +20,7 @@ import tqdm
 from rec_jax import checkpoints
 from rec_jax import metrics
 from rec_jax import sharding
+from rec_jax import tasks
 from rec_jax import trainer
 from rec_jax.data import pipeline
 from rec_jax.models import sequence
@@ -67,6 +68,15 @@ def sampled_step(params, batch, *, graphdef):
                              jnp.zeros(scores.shape[:1], jnp.int32))
 
 
+def candidate_scores_step(params, batch, *, graphdef):
+  """Raw scores [E, C] of each user's candidate items. Jit-able."""
+  model = nnx.merge(graphdef, params)
+  user = batch['user']
+  cand = jnp.take(model.encoder.item_table(), batch['candidates'], axis=0)
+  return jnp.einsum('ed,ecd->ec', user, cand.astype(user.dtype)).astype(
+      jnp.float32)
+
+
 class Evaluator:
   """Evaluates params on (histories, targets) lists, batched and sharded.
 
@@ -92,6 +102,8 @@ class Evaluator:
         for keep in (False, True)}
     self._sampled = jax.jit(functools.partial(sampled_step,
                                               graphdef=graphdef))
+    self._cand = jax.jit(functools.partial(candidate_scores_step,
+                                           graphdef=graphdef))
 
   def user_vectors(self, params, histories) -> np.ndarray:
     """[N, D] encoder output at each history's newest position."""
@@ -148,6 +160,23 @@ class Evaluator:
     out = metrics.mean(metrics.from_ranks(ranks, xp=np))
     return out, (np.concatenate(all_top) if keep_top else None)
 
+  def candidate_scores(self, params, histories, candidates) -> np.ndarray:
+    """float32 [N, C]: each user's scores of its candidate items."""
+    users = self.user_vectors(params, histories)
+    cands = np.asarray(candidates, np.int32)
+    out = []
+    for valid, batch in self._batches(users, histories, cands[:, 0],
+                                      extra=cands):
+      out.append(_gather(self._cand(params, batch))[valid])
+    return np.concatenate(out)
+
+  def ctr(self, params, histories, targets, negatives) -> dict:
+    """AUC and log loss of targets (positives) against negatives."""
+    cands = np.concatenate([np.asarray(targets, np.int32)[:, None],
+                            np.asarray(negatives, np.int32)], axis=1)
+    s = self.candidate_scores(params, histories, cands)
+    return tasks.metrics(s[:, 0], s[:, 1:])
+
   def sampled(self, params, histories, targets, negatives):
     """Metrics ranking each target against its own sampled negatives."""
     users = self.user_vectors(params, histories)
@@ -195,15 +224,18 @@ def recompute_from_predictions(path: str, ks=metrics.KS) -> dict:
 
 
 def log_table(results: dict):
-  """Logs valid/test metrics as a small table."""
-  rows = [(split, results[split]) for split in ('valid', 'test', 'test_sampled')
-          if split in results]
-  header = 'split        ' + ' '.join(f'{m:>8}' for m in metrics.METRIC_NAMES)
-  lines = [header] + [
-      f'{s:<12} ' + ' '.join(f'{r[m]:8.4f}' for m in metrics.METRIC_NAMES)
-      for s, r in rows]
+  """Valid/test metrics (and baselines, if any) as a small text table."""
+  splits = ('valid', 'test', 'test_sampled', 'valid_ranking', 'test_ranking')
+  rows = [(s, results[s]) for s in splits if s in results]
+  rows += [(f'baseline:{k}', v) for k, v in results.get('baselines',
+                                                          {}).items()]
+  lines = []
+  for names in dict.fromkeys(tuple(r) for _, r in rows):
+    order = [m for m in metrics.METRIC_NAMES if m in names] or sorted(names)
+    lines.append(f'{"split":<20} ' + ' '.join(f'{m:>8}' for m in order))
+    lines += [f'{s:<20} ' + ' '.join(f'{r[m]:8.4f}' for m in order)
+              for s, r in rows if tuple(r) == names]
   return '\n'.join(lines)
-
 
 
 def run(config, train_workdir: str, workdir: str) -> dict:
@@ -239,6 +271,23 @@ def run(config, train_workdir: str, workdir: str) -> dict:
                  best_step=int(meta['step']),
                  protocol=dict(ranking='full', exclude_history=bool(
                      config.eval.exclude_history), split='leave-one-out'))
+  if config.finetune.get('task', 'next') == 'ctr':
+    # The task's own metrics lead; full ranking is kept beside them.
+    counts = tasks.train_counts(split.train, ds.num_items)
+    k = config.eval.ctr_negatives
+    pairs = {}
+    for name, hist, target, seed in (
+        ('valid', split.valid_history, split.valid_target, 1),
+        ('test', split.test_history, split.test_target, 2)):
+      neg = tasks.popularity_negatives(hist, target, counts, k, seed)
+      pairs[name] = (target, neg)
+      results[name + '_ranking'] = results[name]
+      results[name] = evaluator.ctr(params, hist, target, neg)
+    results['baselines'] = {'popularity': tasks.popularity_baseline(
+        counts, pairs['valid'], pairs['test'])}
+    results['protocol'] = dict(
+        task='ctr', negatives_per_positive=k, negatives='popularity, '
+        'outside the history', split='leave-one-out')
   if config.eval.sampled and ds.sample_negatives is not None:
     results['test_sampled'] = evaluator.sampled(
         params, split.test_history, split.test_target, ds.sample_negatives)

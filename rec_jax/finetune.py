@@ -26,6 +26,7 @@ from rec_jax import losses
 from rec_jax import optimizers
 from rec_jax import peft
 from rec_jax import sharding
+from rec_jax import tasks
 from rec_jax import trainer
 from rec_jax import writers
 from rec_jax.data import pipeline
@@ -75,7 +76,7 @@ def train_step(state, batch, key, *, graphdef, tx, cfg, num_items: int,
       total, count = losses.full_softmax_ce(hidden, targets, table, num_items)
     elif cfg.loss == 'bce':
       total, count = losses.sampled_bce(hidden, targets, table, num_items,
-                                        k_loss, cfg.num_negatives)
+                                        k_loss, cfg.num_negatives, log_q)
     elif cfg.loss == 'sampled_softmax':
       total, count = losses.sampled_softmax(hidden, targets, table, num_items,
                                             k_loss, cfg.num_negatives, log_q)
@@ -107,6 +108,19 @@ def jit_train_step(cfg, graphdef, tx, state_sh, mesh, num_items, log_q=None):
 state_shardings = trainer.state_shardings
 init_state = trainer.init_state
 load_data = trainer.load_data
+
+
+def validation(config, ds, split, evaluator):
+  """params -> validation metrics of the recipe's task."""
+  if config.finetune.get('task', 'next') == 'ctr':
+    negatives = tasks.popularity_negatives(
+        split.valid_history, split.valid_target,
+        tasks.train_counts(split.train, ds.num_items),
+        config.eval.ctr_negatives, seed=1)
+    return lambda params: evaluator.ctr(params, split.valid_history,
+                                        split.valid_target, negatives)
+  return lambda params: evaluator.full_ranking(
+      params, split.valid_history, split.valid_target, desc='valid')[0]
 
 
 def labelled_users(train, fraction: float, seed: int):
@@ -176,7 +190,7 @@ def run(config, workdir: str, init_from: str | None = None) -> dict:
                method, trainable, total, 100 * trainable / total)
   abs_opt, state_sh = trainer.state_shardings(tx, abs_params, param_sh, mesh)
   log_q = None
-  if cfg.loss == 'sampled_softmax' and cfg.sampler == 'popularity':
+  if cfg.loss in ('sampled_softmax', 'bce') and cfg.sampler == 'popularity':
     counts = np.bincount(segments.targets, minlength=ds.num_items + 1)
     vocab = abs_params['encoder']['item_embed'].shape[0]
     log_q = jnp.asarray(losses.popularity_log_q(counts, ds.num_items, vocab))
@@ -218,8 +232,7 @@ def run(config, workdir: str, init_from: str | None = None) -> dict:
       stream=stream, step_fn=step_fn, num_epochs=cfg.num_epochs,
       lr_schedule=lr_schedule, log_every=config.log_every_steps,
       checkpoint_every=config.checkpoint.every_steps,
-      evaluate=lambda params: evaluator.full_ranking(
-          params, split.valid_history, split.valid_target, desc='valid')[0],
+      evaluate=validation(config, ds, split, evaluator),
       eval_every=config.eval.every_epochs, metric=config.eval.metric,
       patience=cfg.patience, desc='finetune')
   state, meta = trainer.fit(spec, state=state, meta=meta, ckpt=ckpt,

@@ -31,15 +31,21 @@ def full_softmax_ce(hidden, targets, table, num_items: int):
 
 
 def sampled_bce(hidden, targets, table, num_items: int, key,
-                num_negatives: int = 1):
-  """Binary cross-entropy with uniformly sampled negatives (SASRec, S3-Rec).
+                num_negatives: int = 1, log_q=None):
+  """Binary cross-entropy with sampled negatives (SASRec, S3-Rec; CTR).
 
   Each target position scores its positive against `num_negatives` items
-  drawn uniformly from 1..num_items (a draw equal to the positive is masked).
+  drawn uniformly from 1..num_items, or from the proposal `log_q` ([V]
+  log-probabilities, e.g. popularity); a draw equal to the positive is
+  masked.
   """
   pos = jnp.take(table, targets, axis=0).astype(hidden.dtype)  # [B, L, D]
-  neg_ids = jax.random.randint(key, targets.shape + (num_negatives,), 1,
-                               num_items + 1)
+  if log_q is None:
+    neg_ids = jax.random.randint(key, targets.shape + (num_negatives,), 1,
+                                 num_items + 1)
+  else:
+    neg_ids = jax.random.categorical(key, log_q,
+                                     shape=targets.shape + (num_negatives,))
   neg = jnp.take(table, neg_ids, axis=0).astype(hidden.dtype)  # [B, L, N, D]
   pos_logit = jnp.sum(hidden * pos, -1).astype(jnp.float32)
   neg_logit = jnp.einsum('bld,blnd->bln', hidden, neg).astype(jnp.float32)
