@@ -100,7 +100,8 @@ def model_config(*, causal: bool, max_len: int = 50, embed_dim: int = 64,
       dtype='float32',
       # Fine-tuning methods (rec_jax.peft); 0 / 'none' = off.
       lora_rank=0, lora_alpha=0.0, prefix_len=0, adapter_dim=0,
-      head='none'))
+      head='none',
+      rating_head=False))  # task=rating.
 
 
 def optimizer_config(lr: float = 1e-3, **overrides):
@@ -115,6 +116,7 @@ def eval_config(batch_size: int = 256):
       batch_size=batch_size,
       every_epochs=1,
       metric='ndcg@10',       # early stopping / best checkpoint selection.
+      mode='max',             # whether higher `metric` is better.
       top_k=20,               # predictions.jsonl list length.
       exclude_history=True,   # S3-Rec protocol: history items are not ranked.
       sampled=True,           # also the 99-negatives protocol where shipped.

@@ -77,6 +77,13 @@ def candidate_scores_step(params, batch, *, graphdef):
       jnp.float32)
 
 
+def rating_step(params, batch, *, graphdef, mean: float):
+  """Predicted ratings [E] of each user's target item. Jit-able."""
+  model = nnx.merge(graphdef, params)
+  return model.rating_head(batch['user'], batch['targets'],
+                           model.encoder.item_table(), mean)
+
+
 class Evaluator:
   """Evaluates params on (histories, targets) lists, batched and sharded.
 
@@ -104,6 +111,8 @@ class Evaluator:
                                               graphdef=graphdef))
     self._cand = jax.jit(functools.partial(candidate_scores_step,
                                            graphdef=graphdef))
+    self._graphdef = graphdef
+    self._rating = {}
 
   def user_vectors(self, params, histories) -> np.ndarray:
     """[N, D] encoder output at each history's newest position."""
@@ -169,6 +178,17 @@ class Evaluator:
                                       extra=cands):
       out.append(_gather(self._cand(params, batch))[valid])
     return np.concatenate(out)
+
+  def rating(self, params, histories, items, ratings, mean: float) -> dict:
+    """RMSE / MAE of the predicted ratings of `items` after `histories`."""
+    if mean not in self._rating:
+      self._rating[mean] = jax.jit(functools.partial(
+          rating_step, graphdef=self._graphdef, mean=mean))
+    users = self.user_vectors(params, histories)
+    pred = []
+    for valid, batch in self._batches(users, histories, items):
+      pred.append(_gather(self._rating[mean](params, batch))[valid])
+    return tasks.rating_metrics(np.concatenate(pred), ratings)
 
   def ctr(self, params, histories, targets, negatives) -> dict:
     """AUC and log loss of targets (positives) against negatives."""
@@ -271,6 +291,18 @@ def run(config, train_workdir: str, workdir: str) -> dict:
                  best_step=int(meta['step']),
                  protocol=dict(ranking='full', exclude_history=bool(
                      config.eval.exclude_history), split='leave-one-out'))
+  if config.finetune.get('task', 'next') == 'rating':
+    train_r, valid_r, test_r = tasks.rating_split(ds)
+    mean = float(np.concatenate(train_r).mean())
+    results['valid_ranking'], results['test_ranking'] = valid, test
+    results['valid'] = evaluator.rating(params, split.valid_history,
+                                        split.valid_target, valid_r, mean)
+    results['test'] = evaluator.rating(params, split.test_history,
+                                       split.test_target, test_r, mean)
+    results['baselines'] = tasks.rating_baselines(
+        split.train, train_r, split.test_target, test_r)
+    results['protocol'] = dict(task='rating', split='leave-one-out',
+                               target='rating of the held-out item')
   if config.finetune.get('task', 'next') == 'ctr':
     # The task's own metrics lead; full ranking is kept beside them.
     counts = tasks.train_counts(split.train, ds.num_items)

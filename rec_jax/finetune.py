@@ -55,7 +55,7 @@ def init_params(config, num_items: int, mesh, shardings, seed: int):
 
 
 def train_step(state, batch, key, *, graphdef, tx, cfg, num_items: int,
-               log_q):
+               log_q, rating_mean: float = 0.0):
   """One optimizer step. Returns (state, scalar metrics)."""
   key = jax.random.fold_in(key, state['step'])
   k_drop, k_mask, k_loss = jax.random.split(key, 3)
@@ -72,7 +72,12 @@ def train_step(state, batch, key, *, graphdef, tx, cfg, num_items: int,
     hidden = model(inputs, batch['positions'], batch['segment_ids'],
                    key=k_drop)
     table = model.encoder.item_table()
-    if cfg.loss == 'ce':
+    if cfg.get('task', 'next') == 'rating':
+      pred = model.rating_head(hidden, targets, table, rating_mean)
+      w = (targets > 0).astype(jnp.float32)
+      total = jnp.sum(jnp.square(pred - batch['values']) * w)
+      count = jnp.sum(w)
+    elif cfg.loss == 'ce':
       total, count = losses.full_softmax_ce(hidden, targets, table, num_items)
     elif cfg.loss == 'bce':
       total, count = losses.sampled_bce(hidden, targets, table, num_items,
@@ -94,11 +99,13 @@ def train_step(state, batch, key, *, graphdef, tx, cfg, num_items: int,
                      'train/param_norm': optax.tree.norm(params)}
 
 
-def jit_train_step(cfg, graphdef, tx, state_sh, mesh, num_items, log_q=None):
+def jit_train_step(cfg, graphdef, tx, state_sh, mesh, num_items, log_q=None,
+                   rating_mean: float = 0.0):
   """train_step jitted once with explicit in/out shardings."""
   return jax.jit(
       functools.partial(train_step, graphdef=graphdef, tx=tx, cfg=cfg,
-                        num_items=num_items, log_q=log_q),
+                        num_items=num_items, log_q=log_q,
+                        rating_mean=rating_mean),
       in_shardings=(state_sh, sharding.batch_sharding(mesh),
                     sharding.replicated(mesh)),
       out_shardings=(state_sh, sharding.replicated(mesh)),
@@ -112,6 +119,11 @@ load_data = trainer.load_data
 
 def validation(config, ds, split, evaluator):
   """params -> validation metrics of the recipe's task."""
+  if config.finetune.get('task', 'next') == 'rating':
+    train_r, valid_r, _ = tasks.rating_split(ds)
+    mean = float(np.concatenate(train_r).mean())
+    return lambda params: evaluator.rating(
+        params, split.valid_history, split.valid_target, valid_r, mean)
   if config.finetune.get('task', 'next') == 'ctr':
     negatives = tasks.popularity_negatives(
         split.valid_history, split.valid_target,
@@ -167,10 +179,19 @@ def run(config, workdir: str, init_from: str | None = None) -> dict:
   sharding.check_batch(cfg.batch_size, mesh, 'finetune.batch_size')
 
   max_len = config.model.max_len
-  train = labelled_users(split.train, cfg.get('label_fraction', 1.0),
-                         config.seed)
+  task = cfg.get('task', 'next')
+  values, rating_mean = None, 0.0
+  if task == 'rating':
+    values, _, _ = tasks.rating_split(ds)
+    rating_mean = float(np.concatenate(values).mean())
+  keep = labelled_users(list(range(len(split.train))),
+                        cfg.get('label_fraction', 1.0), config.seed)
+  train = [split.train[u] for u in keep]
+  if values is not None:
+    values = [values[u] for u in keep]
   segments = pipeline.make_segments(train, max_len,
-                                    shift=cfg.objective == 'causal')
+                                    shift=cfg.objective == 'causal',
+                                    values=values)
   stream = pipeline.TrainStream(
       segments, batch_size=cfg.batch_size, max_len=max_len, seed=config.seed,
       row_slice=sharding.process_rows(cfg.batch_size))
@@ -220,7 +241,7 @@ def run(config, workdir: str, init_from: str | None = None) -> dict:
       f.write(config.to_json_best_effort(indent=2, sort_keys=True))
 
   step_fn = jit_train_step(cfg, graphdef, tx, state_sh, mesh, ds.num_items,
-                           log_q)
+                           log_q, rating_mean)
   key = jax.device_put(jax.random.key(config.seed), sharding.replicated(mesh))
   evaluator = evaluate.Evaluator(
       graphdef=graphdef, mesh=mesh, max_len=max_len,
@@ -234,6 +255,7 @@ def run(config, workdir: str, init_from: str | None = None) -> dict:
       checkpoint_every=config.checkpoint.every_steps,
       evaluate=validation(config, ds, split, evaluator),
       eval_every=config.eval.every_epochs, metric=config.eval.metric,
+      mode=config.eval.get('mode', 'max'),
       patience=cfg.patience, desc='finetune')
   state, meta = trainer.fit(spec, state=state, meta=meta, ckpt=ckpt,
                             writer=writer, mesh=mesh, key=key, workdir=workdir)

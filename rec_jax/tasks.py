@@ -12,7 +12,7 @@ ctr: binary click / purchase prediction. Each user's held-out next item is
 
 import numpy as np
 
-TASKS = ('next', 'ctr')
+TASKS = ('next', 'ctr', 'rating')
 
 
 def configure(config, task: str):
@@ -24,7 +24,50 @@ def configure(config, task: str):
     config.finetune.update(loss='bce', sampler='popularity', num_negatives=4)
     config.eval.metric = 'auc'
     config.eval.ctr_negatives = 4
+  if task == 'rating':
+    config.model.rating_head = True
+    config.eval.metric = 'rmse'
+    config.eval.mode = 'min'
   return config
+
+
+def rating_split(ds):
+  """Ratings aligned with the leave-one-out split: (train ratings per
+  user, valid ratings [N], test ratings [N]).
+
+  Raises:
+    ValueError: when the dataset carries no ratings.
+  """
+  if ds.ratings is None:
+    raise ValueError(f'task=rating: dataset {ds.name!r} has no ratings '
+                     '(ml-100k has them; the offline ml-1m copy does not).')
+  r = [np.asarray(x, np.float32) for x in ds.ratings]
+  return ([x[:-2] for x in r], np.array([x[-2] for x in r], np.float32),
+          np.array([x[-1] for x in r], np.float32))
+
+
+def rating_metrics(pred, true) -> dict:
+  err = np.asarray(pred, np.float64) - np.asarray(true, np.float64)
+  return dict(rmse=float(np.sqrt(np.mean(err ** 2))),
+              mae=float(np.mean(np.abs(err))))
+
+
+def rating_baselines(train_items, train_ratings, items, true) -> dict:
+  """Global, user and item means of the training ratings, scored on
+  (items [N], true ratings [N]) of users 0..N-1 (unseen items / users fall
+  back to the global mean)."""
+  flat_i = np.concatenate([np.asarray(t) for t in train_items])
+  flat_r = np.concatenate(train_ratings).astype(np.float64)
+  mu = float(flat_r.mean())
+  sums = np.bincount(flat_i, weights=flat_r, minlength=int(
+      max(flat_i.max(), np.max(items))) + 1)
+  cnt = np.bincount(flat_i, minlength=len(sums))
+  item_mean = np.where(cnt > 0, sums / np.maximum(cnt, 1), mu)
+  user_mean = np.array([r.mean() if len(r) else mu for r in train_ratings])
+  items = np.asarray(items)
+  return {'global_mean': rating_metrics(np.full(len(true), mu), true),
+          'user_mean': rating_metrics(user_mean, true),
+          'item_mean': rating_metrics(item_mean[items], true)}
 
 
 def train_counts(train, num_items: int) -> np.ndarray:

@@ -139,6 +139,7 @@ class LoopSpec:
   evaluate: Callable | None = None
   eval_every: int = 1
   metric: str = 'ndcg@10'
+  mode: str = 'max'         # 'min' when lower `metric` is better (rmse).
   patience: int = 0         # 0: never stop early.
   desc: str = 'train'
 
@@ -227,7 +228,8 @@ def _evaluate(spec, state, meta, ckpt, writer, step, epoch):
   writer.write_scalars(step, {f'eval/valid/{k}': v for k, v in valid.items()})
   meta['evals'].append(dict(epoch=epoch + 1, step=step, **valid))
   name = spec.metric
-  if meta['best'] is None or valid[name] > meta['best'][name]:
+  sign = -1.0 if spec.mode == 'min' else 1.0
+  if meta['best'] is None or sign * valid[name] > sign * meta['best'][name]:
     meta.update(best=valid, best_step=step, best_epoch=epoch + 1, bad_evals=0)
     ckpt.save_best(step, state['params'], dict(step=step, epoch=epoch + 1,
                                                 valid=valid))

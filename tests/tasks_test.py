@@ -51,5 +51,61 @@ def test_ctr_config_and_unknown_tasks():
   config = load_config('recommended', 'smoke,task=ctr')
   assert config.finetune.loss == 'bce' and config.eval.metric == 'auc'
   assert config.finetune.sampler == 'popularity'
-  with pytest.raises(ValueError, match="task='rating'"):
-    load_config('recommended', 'task=rating')
+  config = load_config('recommended', 'task=rating')
+  assert config.model.rating_head and config.eval.mode == 'min'
+  with pytest.raises(ValueError, match="task='click'"):
+    load_config('recommended', 'task=click')
+
+
+def test_rating_baselines_by_hand():
+  train_items = [np.array([1, 2]), np.array([2, 3])]
+  train_r = [np.array([5.0, 3.0]), np.array([1.0, 4.0])]
+  items, true = np.array([2, 4]), np.array([2.0, 4.0])
+  out = tasks.rating_baselines(train_items, train_r, items, true)
+  # global mean 3.25; user means 4, 2.5; item 2 mean 2, item 4 unseen.
+  rmse = lambda p: float(np.sqrt(np.mean((np.array(p) - true) ** 2)))
+  assert out['global_mean']['rmse'] == pytest.approx(rmse([3.25, 3.25]))
+  assert out['user_mean']['rmse'] == pytest.approx(rmse([4.0, 2.5]))
+  assert out['item_mean']['rmse'] == pytest.approx(rmse([2.0, 3.25]))
+  assert out['item_mean']['mae'] == pytest.approx((0 + 0.75) / 2)
+
+
+def test_rating_values_follow_their_targets():
+  from rec_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  from rec_jax.data import types  # pylint: disable=g-import-not-at-top
+  seqs = [np.array([3, 4, 5, 6, 7]), np.array([8, 9, 10])]
+  ratings = [np.array([1., 2., 3., 4., 5.]), np.array([2., 3., 4.])]
+  seg = pipeline.make_segments(seqs, 3, shift=True, values=ratings)
+  for t, v in zip(seg.targets, seg.values):
+    owner = 0 if t <= 7 else 1
+    assert v == ratings[owner][list(seqs[owner]).index(t)]
+  batch = pipeline.TrainStream(seg, batch_size=2, max_len=3, seed=0).batch(
+      0, 0)
+  assert batch['values'].shape == (2, 3)
+  ds = types.SequenceDataset(name='x', sequences=seqs, num_items=10)
+  with pytest.raises(ValueError, match="dataset 'x' has no ratings"):
+    tasks.rating_split(ds)
+  with pytest.raises(ValueError, match='2 values for 3 items'):
+    pipeline.make_segments(seqs[1:], 3, shift=True, values=[np.ones(2)])
+
+
+@pytest.mark.parametrize('task,keys', [('ctr', {'auc', 'logloss'}),
+                                       ('rating', {'rmse', 'mae'})])
+def test_task_end_to_end(task, keys, tmp_path):
+  import json  # pylint: disable=g-import-not-at-top
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  from conftest import REPO  # pylint: disable=g-import-not-at-top
+  proc = subprocess.run(
+      [sys.executable, '-m', 'rec_jax.main',
+       f'--config=configs/recommended.py:smoke,pretrain=false,task={task}',
+       f'--workdir={tmp_path}', '--config.checkpoint.async_save=false'],
+      cwd=REPO, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  r = json.loads((tmp_path / 'results.json').read_text())
+  assert set(r['valid']) == keys and set(r['test']) == keys
+  assert 'ndcg@10' in r['test_ranking']
+  assert r['baselines'] and all(set(v) == keys for v in r['baselines'].values())
+  assert r['protocol']['task'] == task
+  rows = [json.loads(l) for l in open(tmp_path / 'finetune' / 'metrics.jsonl')]
+  assert any(f'eval/valid/{sorted(keys)[0]}' in row for row in rows)

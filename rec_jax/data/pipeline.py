@@ -63,6 +63,8 @@ class Segments:
   starts: np.ndarray   # int64 [S] offset of each segment in the flat arrays.
   lengths: np.ndarray  # int64 [S].
   user: np.ndarray     # int64 [S] 0-based user row of each segment.
+  values: np.ndarray | None = None  # float32 [T] a value per target
+                                    # (e.g. its rating), if given.
 
   @property
   def num_targets(self) -> int:
@@ -70,7 +72,8 @@ class Segments:
 
 
 def make_segments(train: list[np.ndarray], max_len: int, *,
-                  shift: bool) -> Segments:
+                  shift: bool, values: list[np.ndarray] | None = None
+                  ) -> Segments:
   """Cuts training sequences into segments, newest window first.
 
   Args:
@@ -79,23 +82,32 @@ def make_segments(train: list[np.ndarray], max_len: int, *,
     shift: next-item objectives (True) pair input t[i] with target t[i + 1];
       reconstruction objectives (False, e.g. Cloze) keep inputs == targets
       and choose what to hide inside the step.
+    values: optional per-user float arrays aligned with `train` (ratings);
+      each target carries its own value.
 
   Returns:
     Segments covering every training target exactly once. A long sequence
     becomes several segments; windows are aligned to its end so the most
     recent window, like the evaluation input, has full context.
   """
-  inputs, targets, starts, lengths, users = [], [], [], [], []
+  inputs, targets, starts, lengths, users, vals = [], [], [], [], [], []
   offset = 0
   for u, t in enumerate(train):
     t = np.asarray(t, np.int32)
     x, y = (t[:-1], t[1:]) if shift else (t, t)
+    if values is not None:
+      v = np.asarray(values[u], np.float32)
+      if len(v) != len(t):
+        raise ValueError(f'user row {u}: {len(v)} values for {len(t)} items')
+      v = v[1:] if shift else v
     n = len(x)
     end = n
     while end > 0:
       begin = max(0, end - max_len)
       inputs.append(x[begin:end])
       targets.append(y[begin:end])
+      if values is not None:
+        vals.append(v[begin:end])
       starts.append(offset)
       lengths.append(end - begin)
       users.append(u)
@@ -104,7 +116,8 @@ def make_segments(train: list[np.ndarray], max_len: int, *,
   cat = lambda a: np.concatenate(a) if a else np.zeros((0,), np.int32)
   return Segments(cat(inputs).astype(np.int32), cat(targets).astype(np.int32),
                   np.asarray(starts, np.int64), np.asarray(lengths, np.int64),
-                  np.asarray(users, np.int64))
+                  np.asarray(users, np.int64),
+                  None if values is None else cat(vals).astype(np.float32))
 
 
 def pack(lengths: np.ndarray, max_len: int,
@@ -191,6 +204,8 @@ class TrainStream:
     out = {k: np.zeros(shape, np.int32)
            for k in ('inputs', 'targets', 'positions', 'segment_ids')}
     seg = self.segments
+    if seg.values is not None:
+      out['values'] = np.zeros(shape, np.float32)
     for i, r in enumerate(rows):
       if r >= num_rows:
         continue  # padding row at the end of an epoch.
@@ -198,6 +213,8 @@ class TrainStream:
         n, o, st = int(seg.lengths[s]), int(off[s]), int(seg.starts[s])
         out['inputs'][i, o:o + n] = seg.inputs[st:st + n]
         out['targets'][i, o:o + n] = seg.targets[st:st + n]
+        if seg.values is not None:
+          out['values'][i, o:o + n] = seg.values[st:st + n]
         out['positions'][i, o:o + n] = np.arange(self.max_len - n,
                                                  self.max_len)
         out['segment_ids'][i, o:o + n] = j + 1

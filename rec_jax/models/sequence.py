@@ -136,16 +136,36 @@ class Head(nnx.Module):
         ...].astype(h.dtype) + self.b[...].astype(h.dtype)
 
 
+class RatingHead(nnx.Module):
+  """Rating of (user vector h, item e): mean + b + b_item + (h W) . e."""
+
+  def __init__(self, dim: int, vocab: int, *, rngs: nnx.Rngs):
+    z = nnx.initializers.zeros_init()
+    self.w = layers.param(rngs.params(), (dim, dim), ('embed', 'embed_out'))
+    self.item_bias = layers.param(None, (vocab,), ('vocab',), z)
+    self.bias = layers.param(None, (), (), z)
+
+  def __call__(self, h, items, table, mean: float):
+    e = jnp.take(table, items, axis=0).astype(h.dtype)
+    inter = jnp.sum((h @ self.w[...].astype(h.dtype)) * e, -1)
+    return (mean + self.bias[...] + jnp.take(self.item_bias[...], items)
+            + inter).astype(jnp.float32)
+
+
 class NextItemModel(nnx.Module):
   """The fine-tune model for next-item ranking: an `encoder` (whose item
   table is the output layer) and, for feature-extraction fine-tuning, an
   optional `head` on its outputs."""
 
   def __init__(self, *, rngs: nnx.Rngs, head: str = 'none',
-               **encoder_kwargs):
+               rating_head: bool = False, **encoder_kwargs):
     self.encoder = SequenceEncoder(rngs=rngs, **encoder_kwargs)
     if head != 'none':
       self.head = Head(head, encoder_kwargs['embed_dim'], rngs=rngs)
+    if rating_head:
+      self.rating_head = RatingHead(
+          encoder_kwargs['embed_dim'], self.encoder.item_embed.shape[0],
+          rngs=rngs)
 
   def __call__(self, items, positions, segment_ids, *, key=None):
     """User representations [B, L, D] (encoder, then the head if any)."""
@@ -192,6 +212,7 @@ def encoder_kwargs(model_cfg, num_items: int) -> dict:
 def build(model_cfg, num_items: int, *, rngs: nnx.Rngs) -> NextItemModel:
   """Builds the model named by `config.model` for a catalog of num_items."""
   return NextItemModel(rngs=rngs, head=model_cfg.get('head', 'none'),
+                       rating_head=model_cfg.get('rating_head', False),
                        **encoder_kwargs(model_cfg, num_items))
 
 
