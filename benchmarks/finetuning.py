@@ -1,0 +1,211 @@
+r"""Fine-tuning studies over one pretrained encoder per (dataset, seed).
+
+  # Methods x datasets: test NDCG@10, trainable parameters, fine-tune time,
+  # peak memory.
+  REC_JAX_DATA_DIR=../shared/data python benchmarks/finetuning.py \
+      --study=methods --datasets=beauty --methods=full,lora,prefix,adapter,frozen,partial
+
+  # Test NDCG@10 against the fraction of users with labels, pretrained vs
+  # scratch (the same fine-tune from random initialisation).
+  REC_JAX_DATA_DIR=../shared/data python benchmarks/finetuning.py \
+      --study=label_fraction --datasets=beauty,toys \
+      --fractions=0.01,0.05,0.1,0.25,1
+
+The encoder is pretrained once per (dataset, seed) with
+`configs/<recipe>.py --stage=pretrain`; every fine-tune reads it through
+`--config.init_from.path`. Runs live in benchmarks/work/finetuning/ and are
+reused when finished; results go to benchmarks/results/finetune_<study>.*.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ARG = ['']  # ',smoke' etc., appended to every arg string.
+
+
+def _peak_rss_mb(pid) -> float:
+  try:
+    with open(f'/proc/{pid}/status', encoding='utf-8') as f:
+      for line in f:
+        if line.startswith('VmHWM:'):
+          return int(line.split()[1]) / 1024
+  except OSError:
+    pass
+  return 0.0
+
+
+def run(args_list, workdir):
+  """Runs rec_jax.main; returns results.json plus the run's peak RSS."""
+  results = os.path.join(workdir, 'results.json')
+  if os.path.exists(results):
+    with open(results, encoding='utf-8') as f:
+      return json.load(f)
+  cmd = [sys.executable, '-m', 'rec_jax.main', f'--workdir={workdir}',
+         *args_list]
+  print('+', ' '.join(cmd), flush=True)
+  proc = subprocess.Popen(cmd, cwd=REPO)
+  peak = 0.0
+  while proc.poll() is None:
+    peak = max(peak, _peak_rss_mb(proc.pid))
+    time.sleep(0.5)
+  if proc.returncode:
+    raise SystemExit(f'run failed ({proc.returncode}): {" ".join(cmd)}')
+  with open(results, encoding='utf-8') as f:
+    out = json.load(f)
+  out['peak_rss_mb'] = peak
+  with open(results, 'w', encoding='utf-8') as f:
+    json.dump(out, f, indent=2)
+  return out
+
+
+def pretrained(recipe, dataset, seed, root, arg=''):
+  """The pretraining stage of `recipe` (run once, then reused)."""
+  workdir = os.path.join(root, f'pre_{recipe}_{dataset}_s{seed}')
+  if not os.path.exists(os.path.join(workdir, 'pretrain', 'summary.json')):
+    cmd = [sys.executable, '-m', 'rec_jax.main', f'--workdir={workdir}',
+           f'--config=configs/{recipe}.py:dataset={dataset},seed={seed}{arg}',
+           '--stage=pretrain']
+    print('+', ' '.join(cmd), flush=True)
+    subprocess.run(cmd, cwd=REPO, check=True)
+  return os.path.join(workdir, 'pretrain')
+
+
+def fmt(v):
+  v = np.asarray(v, np.float64)
+  return f'{v.mean():.4f}' + (f' ± {v.std(ddof=1):.4f}' if len(v) > 1 else '')
+
+
+def methods_study(args, seeds, root):
+  rows = []
+  for d in args.datasets.split(','):
+    for m in args.methods.split(','):
+      res = []
+      for s in seeds:
+        pre = pretrained(args.recipe, d, s, root, ARG[0])
+        res.append(run([f'--config=configs/{args.recipe}.py:dataset={d},'
+                        f'seed={s},pretrain=false,finetune={m}{ARG[0]}',
+                        f'--config.init_from.path={pre}'],
+                       os.path.join(root, f'{m}_{d}_s{s}')))
+      rows.append(dict(
+          dataset=d, method=m, seeds=len(res),
+          ndcg10=[r['test']['ndcg@10'] for r in res],
+          trainable=res[0]['trainable_params'], total=res[0]['total_params'],
+          minutes=np.mean([r['train_seconds'] for r in res]) / 60,
+          peak_mb=np.mean([r.get('peak_rss_mb', 0.0) for r in res])))
+  lines = ['| dataset | method | seeds | test NDCG@10 | vs full | trainable '
+           'params | % of total | fine-tune min | peak RSS MB |',
+           '|---|---|---|---|---|---|---|---|---|']
+  for r in rows:
+    full = [x for x in rows if x['dataset'] == r['dataset'] and
+            x['method'] == 'full']
+    rel = (f'{100 * np.mean(r["ndcg10"]) / np.mean(full[0]["ndcg10"]):.1f}%'
+           if full else '–')
+    lines.append(
+        f'| {r["dataset"]} | {r["method"]} | {r["seeds"]} | '
+        f'{fmt(r["ndcg10"])} | {rel} | {r["trainable"]:,} | '
+        f'{100 * r["trainable"] / r["total"]:.2f}% | {r["minutes"]:.1f} | '
+        f'{r["peak_mb"]:.0f} |')
+  return rows, '\n'.join(lines)
+
+
+def fraction_study(args, seeds, root):
+  rows = []
+  fractions = [float(f) for f in args.fractions.split(',')]
+  for d in args.datasets.split(','):
+    for f in fractions:
+      for init in ('pretrained', 'scratch'):
+        res = []
+        for s in seeds:
+          extra = []
+          if init == 'pretrained':
+            extra = [f'--config.init_from.path='
+                     f'{pretrained(args.recipe, d, s, root, ARG[0])}']
+          res.append(run([f'--config=configs/{args.recipe}.py:dataset={d},'
+                          f'seed={s},pretrain=false,label_fraction={f}{ARG[0]}',
+                          *extra],
+                         os.path.join(root, f'lf{f:g}_{init}_{d}_s{s}')))
+        rows.append(dict(dataset=d, fraction=f, init=init, seeds=len(res),
+                         ndcg10=[r['test']['ndcg@10'] for r in res]))
+  lines = ['| dataset | label fraction | pretrained NDCG@10 | scratch NDCG@10 '
+           '| ratio |', '|---|---|---|---|---|']
+  for d in args.datasets.split(','):
+    for f in fractions:
+      p = next(r for r in rows if r['dataset'] == d and r['fraction'] == f
+               and r['init'] == 'pretrained')
+      s = next(r for r in rows if r['dataset'] == d and r['fraction'] == f
+               and r['init'] == 'scratch')
+      lines.append(f'| {d} | {f:g} | {fmt(p["ndcg10"])} | {fmt(s["ndcg10"])} '
+                   f'| {np.mean(p["ndcg10"]) / np.mean(s["ndcg10"]):.2f}x |')
+  return rows, '\n'.join(lines)
+
+
+def plot_fractions(rows, path):
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  datasets = sorted({r['dataset'] for r in rows})
+  fig, axes = plt.subplots(1, len(datasets), figsize=(4 * len(datasets), 3),
+                           squeeze=False)
+  for ax, d in zip(axes[0], datasets):
+    for init in ('pretrained', 'scratch'):
+      sub = sorted((r for r in rows if r['dataset'] == d and
+                    r['init'] == init), key=lambda r: r['fraction'])
+      ax.errorbar([r['fraction'] for r in sub],
+                  [np.mean(r['ndcg10']) for r in sub],
+                  yerr=[np.std(r['ndcg10']) for r in sub], marker='o',
+                  label=init, capsize=3)
+    ax.set_xscale('log')
+    ax.set_xlabel('fraction of users with labels')
+    ax.set_ylabel('test NDCG@10')
+    ax.set_title(d)
+    ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  p.add_argument('--study', choices=('methods', 'label_fraction'),
+                 required=True)
+  p.add_argument('--recipe', default='recommended')
+  p.add_argument('--datasets', default='beauty')
+  p.add_argument('--methods', default='full,lora,prefix,adapter,frozen,partial')
+  p.add_argument('--fractions', default='0.01,0.05,0.1,0.25,1')
+  p.add_argument('--seeds', default='0')
+  p.add_argument('--workroot', default=os.path.join(REPO, 'benchmarks',
+                                                    'work', 'finetuning'))
+  p.add_argument('--out', default='')
+  p.add_argument('--arg', default='', help='appended to every arg string')
+  args = p.parse_args()
+  ARG[0] = f',{args.arg}' if args.arg else ''
+  seeds = [int(s) for s in args.seeds.split(',')]
+  study = methods_study if args.study == 'methods' else fraction_study
+  rows, table = study(args, seeds, args.workroot)
+  out = args.out or os.path.join(REPO, 'benchmarks', 'results',
+                                 f'finetune_{args.study}')
+  os.makedirs(os.path.dirname(out), exist_ok=True)
+  cmd = ' '.join(['python', 'benchmarks/finetuning.py'] + sys.argv[1:])
+  text = (f'# Fine-tuning: {args.study}\n\nMeasured {datetime.date.today()} '
+          f'on {platform.machine()} ({os.cpu_count()} CPU cores), test metrics '
+          f'(full ranking, history excluded), with\n\n```\n'
+          f'REC_JAX_DATA_DIR=../shared/data {cmd}\n```\n\n{table}\n')
+  with open(out + '.md', 'w', encoding='utf-8') as f:
+    f.write(text)
+  with open(out + '.json', 'w', encoding='utf-8') as f:
+    json.dump(dict(command=cmd, rows=rows), f, indent=2, default=float)
+  if args.study == 'label_fraction':
+    plot_fractions(rows, out + '.png')
+  print(text)
+
+
+if __name__ == '__main__':
+  main()
