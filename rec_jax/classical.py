@@ -161,22 +161,21 @@ def run(dataset: str, *, dim: int = 64, epochs: int = 5, data_dir=None,
                             split.test_target))
 
 
-_DATASET = flags.DEFINE_string('dataset', 'synthetic', 'Dataset name.')
-_DIM = flags.DEFINE_integer('dim', 64, 'Feature dimension.')
-_EPOCHS = flags.DEFINE_integer('epochs', 5, 'Linear-head epochs.')
-_OUT = flags.DEFINE_string('out', '', 'Where to write the results JSON.')
-
-
 def main(argv):
   del argv
-  res = run(_DATASET.value, dim=_DIM.value, epochs=_EPOCHS.value)
+  f = flags.FLAGS
+  res = run(f.dataset, dim=f.dim, epochs=f.epochs)
   text = json.dumps(res, indent=2)
-  if _OUT.value:
-    os.makedirs(os.path.dirname(os.path.abspath(_OUT.value)), exist_ok=True)
-    with open(_OUT.value, 'w', encoding='utf-8') as f:
-      f.write(text)
+  if f.out:
+    os.makedirs(os.path.dirname(os.path.abspath(f.out)), exist_ok=True)
+    with open(f.out, 'w', encoding='utf-8') as fh:
+      fh.write(text)
   print(text)
 
 
 if __name__ == '__main__':
+  flags.DEFINE_string('dataset', 'synthetic', 'Dataset name.')
+  flags.DEFINE_integer('dim', 64, 'Feature dimension.')
+  flags.DEFINE_integer('epochs', 5, 'Linear-head epochs.')
+  flags.DEFINE_string('out', '', 'Where to write the results JSON.')
   app.run(main)

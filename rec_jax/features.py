@@ -138,35 +138,39 @@ def extract(config, path: str, out_dir: str, *, layer: int = -1,
   return files
 
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Recipe config.',
-                                          lock_config=True)
-_WORKDIR = flags.DEFINE_string('workdir', None, 'A trained run (or stage).')
-_FROM = flags.DEFINE_enum('from_stage', 'finetune', ['finetune', 'pretrain'],
-                          'Which stage of the run to read the encoder from.')
-_LAYER = flags.DEFINE_integer('layer', -1, '0 embeddings, 1..L blocks, -1 '
-                              'final output.')
-_HISTORY = flags.DEFINE_enum('history', 'full', list(HISTORIES),
-                             'Which part of each user sequence to encode.')
-_OUT = flags.DEFINE_string('out', None, 'Output directory (default '
-                           'WORKDIR/features).')
-_FORMAT = flags.DEFINE_enum('format', 'npy', ['npy', 'parquet'], 'File format.')
-_BATCH = flags.DEFINE_integer('batch_size', 512, 'Users per batch.')
+def define_flags():
+  """The CLI's flags (defined on demand: rec_jax.main owns --config in
+  processes that import both)."""
+  config_flags.DEFINE_config_file('config', None, 'Recipe config.',
+                                  lock_config=True)
+  flags.DEFINE_string('workdir', None, 'A trained run (or stage).')
+  flags.DEFINE_enum('from_stage', 'finetune', ['finetune', 'pretrain'],
+                    'Which stage of the run to read the encoder from.')
+  flags.DEFINE_integer('layer', -1, '0 embeddings, 1..L blocks, -1 final '
+                       'output.')
+  flags.DEFINE_enum('history', 'full', list(HISTORIES),
+                    'Which part of each user sequence to encode.')
+  flags.DEFINE_string('out', None, 'Output directory (default '
+                      'WORKDIR/features).')
+  flags.DEFINE_enum('format', 'npy', ['npy', 'parquet'], 'File format.')
+  flags.DEFINE_integer('batch_size', 512, 'Users per batch.')
+  flags.mark_flags_as_required(['config', 'workdir'])
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  workdir = os.path.abspath(_WORKDIR.value)
-  stage_dir = os.path.join(workdir, _FROM.value)
+  f = flags.FLAGS
+  workdir = os.path.abspath(f.workdir)
+  stage_dir = os.path.join(workdir, f.from_stage)
   path = stage_dir if os.path.isdir(stage_dir) else workdir
-  files = extract(_CONFIG.value, path,
-                  _OUT.value or os.path.join(workdir, 'features'),
-                  layer=_LAYER.value, history=_HISTORY.value,
-                  fmt=_FORMAT.value, batch_size=_BATCH.value)
+  files = extract(f.config, path, f.out or os.path.join(workdir, 'features'),
+                  layer=f.layer, history=f.history, fmt=f.format,
+                  batch_size=f.batch_size)
   for k, v in files.items():
     print(f'{k}: {v}')
 
 
 if __name__ == '__main__':
-  flags.mark_flags_as_required(['config', 'workdir'])
+  define_flags()
   app.run(main)
