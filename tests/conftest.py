@@ -40,3 +40,22 @@ def load_config(name: str, arg: str | None = None):
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module.get_config(arg)
+
+
+def execute_notebook(name: str, cwd, timeout: int = 600, **env) -> str:
+  """Runs colab/<name> in `cwd` with extra environment; returns the text
+  of every code cell's outputs."""
+  import nbclient  # pylint: disable=g-import-not-at-top
+  import nbformat  # pylint: disable=g-import-not-at-top
+  nb = nbformat.read(os.path.join(REPO, 'colab', name), as_version=4)
+  backup = dict(os.environ)
+  os.environ.update(REC_JAX_REPO=REPO, **env)
+  try:
+    nbclient.NotebookClient(nb, timeout=timeout, kernel_name='python3',
+                            resources={'metadata': {'path': str(cwd)}}
+                            ).execute()
+  finally:
+    os.environ.clear()
+    os.environ.update(backup)
+  return ''.join(o.get('text', '') for c in nb.cells if c.cell_type == 'code'
+                 for o in c.get('outputs', []))

@@ -177,22 +177,10 @@ def test_ablation_runs_main_with_and_without_pretraining(tmp_path):
   with open(other / 'finetune' / 'summary.json', encoding='utf-8') as f:
     assert json.load(f)['init_from'].startswith(str(pre))
 
-  import nbclient  # pylint: disable=g-import-not-at-top
-  import nbformat  # pylint: disable=g-import-not-at-top
-  nb = nbformat.read(os.path.join(REPO, 'colab', 'ablations.ipynb'),
-                     as_version=4)
-  env_backup = dict(os.environ)
-  os.environ['REC_JAX_REPO'] = REPO
-  os.environ['ABLATIONS_JSON'] = f'{out}.json'
-  try:
-    nbclient.NotebookClient(nb, timeout=300, kernel_name='python3',
-                            resources={'metadata': {'path': str(tmp_path)}}
-                            ).execute()
-  finally:
-    os.environ.clear()
-    os.environ.update(env_backup)
-  outputs = ''.join(o.get('text', '') for c in nb.cells if c.cell_type == 'code'
-                    for o in c.get('outputs', []))
+  import conftest  # pylint: disable=g-import-not-at-top
+  outputs = conftest.execute_notebook('ablations.ipynb', tmp_path,
+                                      timeout=300,
+                                      ABLATIONS_JSON=f'{out}.json')
   assert 'synthetic  cloze' in outputs and 'bar plot:' in outputs
   assert (tmp_path / 'ablations_ndcg10.png').exists()
 
