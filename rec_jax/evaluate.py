@@ -81,7 +81,8 @@ def rating_step(params, batch, *, graphdef, mean: float):
   """Predicted ratings [E] of each user's target item. Jit-able."""
   model = nnx.merge(graphdef, params)
   return model.rating_head(batch['user'], batch['targets'],
-                           model.encoder.item_table(), mean)
+                           model.encoder.item_table(), mean,
+                           batch['history_sum'], batch['history_count'])
 
 
 class Evaluator:
@@ -129,7 +130,7 @@ class Evaluator:
     hidden = np.concatenate(hidden)
     return hidden[where[:, 0], where[:, 1]]
 
-  def _batches(self, users, histories, targets, extra=None):
+  def _batches(self, users, histories, targets, extra=None, fields=None):
     n = len(histories)
     rows = sharding.process_rows(self.batch_size)
     # One exclusion width for the whole pass: one compilation, not one per
@@ -145,6 +146,8 @@ class Evaluator:
                        [histories[i] for i in idx], width))
       if extra is not None:
         batch['candidates'] = extra[idx]
+      for name, value in (fields or {}).items():
+        batch[name] = value[idx]
       local = {k: v[rows] for k, v in batch.items()}
       yield valid, sharding.host_to_global(self.mesh, local)
 
@@ -179,14 +182,23 @@ class Evaluator:
       out.append(_gather(self._cand(params, batch))[valid])
     return np.concatenate(out)
 
-  def rating(self, params, histories, items, ratings, mean: float) -> dict:
-    """RMSE / MAE of the predicted ratings of `items` after `histories`."""
+  def rating(self, params, histories, items, ratings, mean: float,
+             history_ratings) -> dict:
+    """RMSE / MAE of the predicted ratings of `items` after `histories`,
+    whose own ratings are `history_ratings` (the encoder's window of them,
+    the newest max_len, feeds the user term of the rating head)."""
     if mean not in self._rating:
       self._rating[mean] = jax.jit(functools.partial(
           rating_step, graphdef=self._graphdef, mean=mean))
     users = self.user_vectors(params, histories)
+    window = [np.asarray(r, np.float32)[-self.max_len:]
+              for r in history_ratings]
+    fields = dict(
+        history_sum=np.array([w.sum() for w in window], np.float32),
+        history_count=np.array([len(w) for w in window], np.float32))
     pred = []
-    for valid, batch in self._batches(users, histories, items):
+    for valid, batch in self._batches(users, histories, items,
+                                      fields=fields):
       pred.append(_gather(self._rating[mean](params, batch))[valid])
     return tasks.rating_metrics(np.concatenate(pred), ratings)
 
@@ -296,9 +308,11 @@ def run(config, train_workdir: str, workdir: str) -> dict:
     mean = float(np.concatenate(train_r).mean())
     results['valid_ranking'], results['test_ranking'] = valid, test
     results['valid'] = evaluator.rating(params, split.valid_history,
-                                        split.valid_target, valid_r, mean)
-    results['test'] = evaluator.rating(params, split.test_history,
-                                       split.test_target, test_r, mean)
+                                        split.valid_target, valid_r, mean,
+                                        train_r)
+    results['test'] = evaluator.rating(
+        params, split.test_history, split.test_target, test_r, mean,
+        tasks.history_ratings(train_r, valid_r))
     results['baselines'] = tasks.rating_baselines(
         split.train, train_r, split.test_target, test_r)
     results['protocol'] = dict(task='rating', split='leave-one-out',

@@ -73,7 +73,9 @@ def train_step(state, batch, key, *, graphdef, tx, cfg, num_items: int,
                    key=k_drop)
     table = model.encoder.item_table()
     if cfg.get('task', 'next') == 'rating':
-      pred = model.rating_head(hidden, targets, table, rating_mean)
+      pred = model.rating_head(hidden, targets, table, rating_mean,
+                               batch.get('history_sum'),
+                               batch.get('history_count'))
       w = (targets > 0).astype(jnp.float32)
       total = jnp.sum(jnp.square(pred - batch['values']) * w)
       count = jnp.sum(w)
@@ -123,7 +125,8 @@ def validation(config, ds, split, evaluator):
     train_r, valid_r, _ = tasks.rating_split(ds)
     mean = float(np.concatenate(train_r).mean())
     return lambda params: evaluator.rating(
-        params, split.valid_history, split.valid_target, valid_r, mean)
+        params, split.valid_history, split.valid_target, valid_r, mean,
+        train_r)
   if config.finetune.get('task', 'next') == 'ctr':
     negatives = tasks.popularity_negatives(
         split.valid_history, split.valid_target,

@@ -46,6 +46,15 @@ def rating_split(ds):
           np.array([x[-1] for x in r], np.float32))
 
 
+def history_ratings(train_ratings, valid_ratings) -> list[np.ndarray]:
+  """The ratings of each test history: training ratings, then validation."""
+  if len(train_ratings) != len(valid_ratings):
+    raise ValueError(f'history_ratings: {len(train_ratings)} users of '
+                     f'training ratings, {len(valid_ratings)} validation')
+  return [np.append(np.asarray(t, np.float32), np.float32(v))
+          for t, v in zip(train_ratings, valid_ratings)]
+
+
 def rating_metrics(pred, true) -> dict:
   err = np.asarray(pred, np.float64) - np.asarray(true, np.float64)
   return dict(rmse=float(np.sqrt(np.mean(err ** 2))),

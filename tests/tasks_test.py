@@ -70,6 +70,23 @@ def test_rating_baselines_by_hand():
   assert out['item_mean']['mae'] == pytest.approx((0 + 0.75) / 2)
 
 
+def test_rating_head_user_term_by_hand():
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  from rec_jax.models import sequence  # pylint: disable=g-import-not-at-top
+  head = sequence.RatingHead(4, 6, rngs=nnx.Rngs(0))
+  table = jnp.zeros((6, 4))  # no interaction term: biases and user term.
+  h = jnp.ones((2, 4))
+  items = jnp.array([1, 2])
+  # k = 5 at start: user mean (10 + 5 * 3) / (2 + 5) = 25 / 7.
+  out = head(h, items, table, 3.0, jnp.array([10.0, 0.0]),
+             jnp.array([2.0, 0.0]))
+  assert np.allclose(out, [25 / 7, 3.0], atol=1e-5)
+  assert np.allclose(head(h, items, table, 3.0), [3.0, 3.0])
+  with pytest.raises(ValueError, match='history_ratings'):
+    tasks.history_ratings([np.ones(2)], np.ones(2))
+
+
 def test_rating_values_follow_their_targets():
   from rec_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   from rec_jax.data import types  # pylint: disable=g-import-not-at-top
@@ -82,6 +99,23 @@ def test_rating_values_follow_their_targets():
   batch = pipeline.TrainStream(seg, batch_size=2, max_len=3, seed=0).batch(
       0, 0)
   assert batch['values'].shape == (2, 3)
+  # The user's rating history, causally: sum and count of the ratings of
+  # the inputs up to and including each position, within its segment.
+  full = pipeline.TrainStream(seg, batch_size=8, max_len=3, seed=0)
+  seen = 0
+  for b in (full.batch(0, i) for i in range(full.steps_in_epoch(0))):
+    for row in range(len(b['inputs'])):
+      for col in np.nonzero(b['segment_ids'][row])[0]:
+        owner = 0 if b['inputs'][row, col] <= 7 else 1
+        sid = b['segment_ids'][row, col]
+        first = np.nonzero(b['segment_ids'][row] == sid)[0][0]
+        items = list(seqs[owner])
+        expect = [ratings[owner][items.index(x)]
+                  for x in b['inputs'][row, first:col + 1]]
+        assert b['history_sum'][row, col] == pytest.approx(sum(expect))
+        assert b['history_count'][row, col] == len(expect)
+        seen += 1
+  assert seen == 6  # every input position of both users.
   ds = types.SequenceDataset(name='x', sequences=seqs, num_items=10)
   with pytest.raises(ValueError, match="dataset 'x' has no ratings"):
     tasks.rating_split(ds)

@@ -65,6 +65,8 @@ class Segments:
   user: np.ndarray     # int64 [S] 0-based user row of each segment.
   values: np.ndarray | None = None  # float32 [T] a value per target
                                     # (e.g. its rating), if given.
+  input_values: np.ndarray | None = None  # float32 [T] the value of each
+                                          # input item, if given.
 
   @property
   def num_targets(self) -> int:
@@ -90,7 +92,8 @@ def make_segments(train: list[np.ndarray], max_len: int, *,
     becomes several segments; windows are aligned to its end so the most
     recent window, like the evaluation input, has full context.
   """
-  inputs, targets, starts, lengths, users, vals = [], [], [], [], [], []
+  inputs, targets, starts, lengths, users, vals, in_vals = ([], [], [], [],
+                                                           [], [], [])
   offset = 0
   for u, t in enumerate(train):
     t = np.asarray(t, np.int32)
@@ -99,7 +102,7 @@ def make_segments(train: list[np.ndarray], max_len: int, *,
       v = np.asarray(values[u], np.float32)
       if len(v) != len(t):
         raise ValueError(f'user row {u}: {len(v)} values for {len(t)} items')
-      v = v[1:] if shift else v
+      v, vin = (v[1:], v[:-1]) if shift else (v, v)
     n = len(x)
     end = n
     while end > 0:
@@ -108,6 +111,7 @@ def make_segments(train: list[np.ndarray], max_len: int, *,
       targets.append(y[begin:end])
       if values is not None:
         vals.append(v[begin:end])
+        in_vals.append(vin[begin:end])
       starts.append(offset)
       lengths.append(end - begin)
       users.append(u)
@@ -117,7 +121,8 @@ def make_segments(train: list[np.ndarray], max_len: int, *,
   return Segments(cat(inputs).astype(np.int32), cat(targets).astype(np.int32),
                   np.asarray(starts, np.int64), np.asarray(lengths, np.int64),
                   np.asarray(users, np.int64),
-                  None if values is None else cat(vals).astype(np.float32))
+                  None if values is None else cat(vals).astype(np.float32),
+                  None if values is None else cat(in_vals).astype(np.float32))
 
 
 def pack(lengths: np.ndarray, max_len: int,
@@ -206,6 +211,11 @@ class TrainStream:
     seg = self.segments
     if seg.values is not None:
       out['values'] = np.zeros(shape, np.float32)
+    if seg.input_values is not None:
+      # Running sum and count of the segment's input values up to and
+      # including each position (a user's rating history, causally).
+      out['history_sum'] = np.zeros(shape, np.float32)
+      out['history_count'] = np.zeros(shape, np.float32)
     for i, r in enumerate(rows):
       if r >= num_rows:
         continue  # padding row at the end of an epoch.
@@ -215,6 +225,10 @@ class TrainStream:
         out['targets'][i, o:o + n] = seg.targets[st:st + n]
         if seg.values is not None:
           out['values'][i, o:o + n] = seg.values[st:st + n]
+        if seg.input_values is not None:
+          out['history_sum'][i, o:o + n] = np.cumsum(
+              seg.input_values[st:st + n])
+          out['history_count'][i, o:o + n] = np.arange(1, n + 1)
         out['positions'][i, o:o + n] = np.arange(self.max_len - n,
                                                  self.max_len)
         out['segment_ids'][i, o:o + n] = j + 1

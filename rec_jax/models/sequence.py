@@ -10,6 +10,7 @@ Rows that are not items never receive probability mass (see `item_logits`).
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from rec_jax.models import layers
@@ -137,19 +138,37 @@ class Head(nnx.Module):
 
 
 class RatingHead(nnx.Module):
-  """Rating of (user vector h, item e): mean + b + b_item + (h W) . e."""
+  """Rating of item e after a history encoded as h, whose own ratings sum to
+  `history_sum` over `history_count` items:
+
+    mean + b + b_item + a * (shrunk user mean - mean) + (h W) . e,
+
+  the shrunk user mean being (history_sum + k * mean) / (history_count + k)
+  with a learned k > 0 (a user with few ratings stays near the global mean).
+  The user term reads the ratings of the history, which the item-only
+  encoder cannot see; it needs no user id, so new users need no retraining.
+  """
 
   def __init__(self, dim: int, vocab: int, *, rngs: nnx.Rngs):
     z = nnx.initializers.zeros_init()
+    const = lambda v: (lambda key, shape, dtype: jnp.full(shape, v, dtype))
     self.w = layers.param(rngs.params(), (dim, dim), ('embed', 'embed_out'))
     self.item_bias = layers.param(None, (vocab,), ('vocab',), z)
     self.bias = layers.param(None, (), (), z)
+    self.user_weight = layers.param(None, (), (), const(1.0))
+    self.log_shrink = layers.param(None, (), (), const(float(np.log(5.0))))
 
-  def __call__(self, h, items, table, mean: float):
+  def __call__(self, h, items, table, mean: float, history_sum=None,
+               history_count=None):
     e = jnp.take(table, items, axis=0).astype(h.dtype)
     inter = jnp.sum((h @ self.w[...].astype(h.dtype)) * e, -1)
-    return (mean + self.bias[...] + jnp.take(self.item_bias[...], items)
-            + inter).astype(jnp.float32)
+    out = (mean + self.bias[...] + jnp.take(self.item_bias[...], items)
+           + inter).astype(jnp.float32)
+    if history_sum is not None:
+      k = jnp.exp(self.log_shrink[...])
+      user = (history_sum + k * mean) / (history_count + k)
+      out = out + self.user_weight[...] * (user - mean)
+    return out
 
 
 class NextItemModel(nnx.Module):
