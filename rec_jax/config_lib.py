@@ -82,6 +82,9 @@ def data_config(dataset: str):
       name=dataset,
       data_dir='',   # '' = $REC_JAX_DATA_DIR, or download when unset.
       cache_dir='',  # '' = $REC_JAX_CACHE_DIR or ~/.cache/rec_jax/tfds.
+      # Retraining: a file of `user item item ...` lines appended to the
+      # users' sequences (rec_jax.data.sources.read_new_interactions).
+      new_interactions='',
       synthetic=dict(num_users=1000, num_items=500, num_clusters=10,
                      min_len=5, max_len=30, seed=0),
   ))

@@ -342,3 +342,44 @@ def run(config, train_workdir: str, workdir: str) -> dict:
     write_predictions(os.path.join(workdir, 'predictions.jsonl'), split.users,
                       split.test_target, top)
   return results
+
+
+# ------------------------------------------------------- the stage ----
+
+
+def pretraining(config) -> bool:
+  return 'pretrain' in config and bool(config.pretrain.enabled)
+
+
+def _summary(workdir: str, stage: str):
+  path = os.path.join(workdir, stage, 'summary.json')
+  if not os.path.exists(path):
+    return None
+  with open(path, encoding='utf-8') as f:
+    return json.load(f)
+
+
+def run_eval(config, workdir: str) -> dict:
+  """Evaluates the best fine-tuned checkpoint; writes results.json."""
+  results = run(config, os.path.join(workdir, 'finetune'), workdir)
+  train_summary = _summary(workdir, 'finetune')
+  if train_summary is None:
+    raise FileNotFoundError(f'{workdir}/finetune/summary.json is missing: '
+                            'run --stage=finetune first.')
+  results.update(
+      train_seconds=train_summary['train_seconds'],
+      epochs=train_summary['epochs'], best_epoch=train_summary['best_epoch'],
+      seconds_per_epoch=train_summary['seconds_per_epoch'],
+      stopped_early=train_summary['stopped_early'],
+      init_from=train_summary.get('init_from'),
+      finetune_method=train_summary.get('method', 'full'),
+      trainable_params=train_summary.get('trainable_params'),
+      total_params=train_summary.get('total_params'))
+  pre = _summary(workdir, 'pretrain') if pretraining(config) else None
+  if pre is not None:
+    results.update(pretrain_seconds=pre['train_seconds'],
+                   pretrain_epochs=pre['epochs'],
+                   pretrain_objectives=pre['objectives'])
+  if jax.process_index() == 0:
+    trainer.save_json(os.path.join(workdir, 'results.json'), results)
+  return results

@@ -12,7 +12,6 @@ same command with the same workdir resumes an interrupted run. This module
 only sequences stages; it holds no training logic.
 """
 
-import json
 import logging as py_logging
 import os
 import sys
@@ -37,42 +36,8 @@ _STAGE = flags.DEFINE_enum('stage', 'all',
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
-def pretraining(config) -> bool:
-  return 'pretrain' in config and bool(config.pretrain.enabled)
-
-
-def _summary(workdir: str, stage: str):
-  path = os.path.join(workdir, stage, 'summary.json')
-  if not os.path.exists(path):
-    return None
-  with open(path, encoding='utf-8') as f:
-    return json.load(f)
-
-
-def run_eval(config, workdir: str) -> dict:
-  """Evaluates the best fine-tuned checkpoint; writes results.json."""
-  results = evaluate.run(config, os.path.join(workdir, 'finetune'), workdir)
-  train_summary = _summary(workdir, 'finetune')
-  if train_summary is None:
-    raise FileNotFoundError(f'{workdir}/finetune/summary.json is missing: '
-                            'run --stage=finetune first.')
-  results.update(
-      train_seconds=train_summary['train_seconds'],
-      epochs=train_summary['epochs'], best_epoch=train_summary['best_epoch'],
-      seconds_per_epoch=train_summary['seconds_per_epoch'],
-      stopped_early=train_summary['stopped_early'],
-      init_from=train_summary.get('init_from'),
-      finetune_method=train_summary.get('method', 'full'),
-      trainable_params=train_summary.get('trainable_params'),
-      total_params=train_summary.get('total_params'))
-  pre = _summary(workdir, 'pretrain') if pretraining(config) else None
-  if pre is not None:
-    results.update(pretrain_seconds=pre['train_seconds'],
-                   pretrain_epochs=pre['epochs'],
-                   pretrain_objectives=pre['objectives'])
-  if jax.process_index() == 0:
-    trainer.save_json(os.path.join(workdir, 'results.json'), results)
-  return results
+pretraining = evaluate.pretraining
+run_eval = evaluate.run_eval
 
 
 def init_path(config, workdir: str):

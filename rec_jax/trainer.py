@@ -31,6 +31,8 @@ def load_data(config):
     kwargs = dict(config.data.synthetic)
   ds = datasets.load(config.data.name, data_dir=config.data.data_dir or None,
                      cache_dir=config.data.cache_dir or None, **kwargs)
+  if config.data.get('new_interactions'):
+    ds = datasets.append_interactions(ds, config.data.new_interactions)
   return ds, pipeline.leave_one_out(ds)
 
 

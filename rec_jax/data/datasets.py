@@ -10,6 +10,8 @@ The first call for a dataset prepares it with its TFDS builder
 ~/.cache/rec_jax/tfds); later calls only read the prepared ArrayRecord files.
 """
 
+import dataclasses
+
 import numpy as np
 
 from rec_jax.data import sources
@@ -84,6 +86,29 @@ def load(name: str, *, data_dir: str | None = None,
       sample_negatives=negatives)
   _check_loaded(ds, where)
   return ds
+
+
+def append_interactions(ds: types.SequenceDataset,
+                        path: str) -> types.SequenceDataset:
+  """`ds` with the interactions of `path` appended to its users' sequences
+  (new users added after the last one); see `sources.read_new_interactions`.
+
+  The leave-one-out split of the result holds out each user's newest items,
+  so a model retrained on it is validated on what happened most recently.
+  Ratings and timestamps are dropped (the file has none); so are the
+  sampled-evaluation negatives when users are added.
+  """
+  new = sources.read_new_interactions(path, ds.num_users, ds.num_items)
+  sequences = list(ds.sequences)
+  for user in sorted(new):
+    if user > len(sequences):
+      sequences.append(np.zeros(0, np.int32))
+    sequences[user - 1] = np.concatenate(
+        [np.asarray(sequences[user - 1], np.int32), new[user]])
+  return dataclasses.replace(
+      ds, sequences=sequences, ratings=None, timestamps=None,
+      sample_negatives=ds.sample_negatives if len(sequences) == ds.num_users
+      else None)
 
 
 def _check_loaded(ds: types.SequenceDataset, where: str) -> None:

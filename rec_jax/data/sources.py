@@ -195,6 +195,50 @@ def read_s3rec_sequences(path) -> list[np.ndarray]:
   return _read_id_lines(path, what='item')
 
 
+def read_new_interactions(path, num_users: int,
+                          num_items: int) -> dict[int, np.ndarray]:
+  """Reads new interactions for retraining: `user_id item_id ...` lines in
+  time order, in the S3-Rec format, for any subset of users (a user may
+  appear on several lines; their items are appended in file order).
+
+  Args:
+    path: the file.
+    num_users: users of the dataset; ids above it are new users, who must be
+      numbered num_users + 1, num_users + 2, ... without gaps.
+    num_items: item ids must lie in 1..num_items (the served catalog).
+
+  Returns:
+    {user id: int32 items to append}.
+
+  Raises:
+    DataError: naming the file and line of a malformed line, an item id out
+      of the catalog, or a gap in new user ids.
+  """
+  lines = _read_lines(path)
+  if not lines:
+    raise _error(path, 'file is empty')
+  out, next_new = {}, num_users + 1
+  for lineno, line in enumerate(lines, start=1):
+    tokens = line.split(' ')
+    if not _INT_LINE_RE.fullmatch(line):
+      _diagnose_int_line(path, lineno, tokens, 'item')
+    ids = [int(t) for t in tokens]
+    for column, item in enumerate(ids[1:], start=2):
+      if not 1 <= item <= num_items:
+        raise _error(path, f'item id {item} at column {column} is not in '
+                     f'the catalog 1..{num_items}', lineno=lineno)
+    user = ids[0]
+    if user > num_users and user not in out:
+      if user != next_new:
+        raise _error(path, f'new user id {user}: expected {next_new} (new '
+                     f'users are numbered {num_users + 1}, {num_users + 2}, '
+                     '... in order of first appearance)', lineno=lineno)
+      next_new += 1
+    out[user] = np.concatenate([out.get(user, np.zeros(0, np.int32)),
+                                np.asarray(ids[1:], np.int32)])
+  return out
+
+
 def read_item2attributes(path, num_items: int) -> tuple[np.ndarray, int]:
   """Reads an S3-Rec `NAME_item2attributes.json`.
 
