@@ -67,3 +67,14 @@ def test_sampled_softmax_approaches_full_softmax(proposal):
   est = [float(fn(jax.random.key(s))) for s in range(50)]
   # With the log(N Q) correction the estimate matches the full softmax.
   assert np.mean(est) == pytest.approx(float(full), abs=0.05)
+
+
+def test_sample_proposal_follows_log_q():
+  p = np.array([0.0, 0.1, 0.6, 0.0, 0.3])  # rows 0 and 3 are never drawn.
+  log_q = jnp.log(jnp.asarray(p, jnp.float32))
+  draws = np.asarray(losses.sample_proposal(jax.random.key(0), log_q,
+                                            (200_000,)))
+  assert draws.dtype == np.int32
+  freq = np.bincount(draws, minlength=5) / len(draws)
+  assert freq[0] == 0 and freq[3] == 0
+  assert np.allclose(freq, p, atol=0.005)
