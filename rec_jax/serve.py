@@ -82,8 +82,9 @@ class Histogram:
       total += c
       le = '+Inf' if le == math.inf else repr(le)
       out.append(f'{name}_bucket{{{labels}{sep}le="{le}"}} {total}')
-    out.append(f'{name}_sum{{{labels}}} {self.sum}')
-    out.append(f'{name}_count{{{labels}}} {self.count}')
+    tag = f'{{{labels}}}' if labels else ''
+    out.append(f'{name}_sum{tag} {self.sum}')
+    out.append(f'{name}_count{tag} {self.count}')
     return out
 
 
