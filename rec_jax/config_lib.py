@@ -100,7 +100,10 @@ def model_config(*, causal: bool, max_len: int = 50, embed_dim: int = 64,
       dropout_rate=dropout_rate,
       attention_dropout_rate=attention_dropout_rate,
       vocab_multiple=128,  # item table rows split evenly over `model`.
-      dtype='float32',
+      dtype='float32',     # compute dtype ('bfloat16': mixed precision;
+                           # parameters and optimizer state stay float32).
+      remat=False,         # recompute each block's activations in the
+                           # backward pass instead of storing them.
       # Fine-tuning methods (rec_jax.peft); 0 / 'none' = off.
       lora_rank=0, lora_alpha=0.0, prefix_len=0, adapter_dim=0,
       head='none',
@@ -146,6 +149,11 @@ def finetune_config(*, objective: str = 'causal', loss: str = 'ce',
       partial_layers=1,     # prefix | adapter (set with peft.configure).
       label_fraction=1.0,   # fine-tune on this fraction of users.
       task='next',          # next | ctr (rec_jax.tasks.configure).
+      # Memory: gradient accumulation over this many slices of each batch;
+      # full-softmax CE over the catalog in chunks of this many rows (0:
+      # at once). With mesh.model > 1 the CE is sharded over the catalog.
+      micro_batches=1,
+      ce_chunk_size=0,
   ))
 
 

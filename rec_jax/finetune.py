@@ -55,8 +55,14 @@ def init_params(config, num_items: int, mesh, shardings, seed: int):
 
 
 def train_step(state, batch, key, *, graphdef, tx, cfg, num_items: int,
-               log_q, rating_mean: float = 0.0):
-  """One optimizer step. Returns (state, scalar metrics)."""
+               log_q, rating_mean: float = 0.0, mesh=None):
+  """One optimizer step. Returns (state, scalar metrics).
+
+  With `cfg.micro_batches` = n > 1 the batch's rows are processed n at a
+  time (gradient accumulation: the activations of one micro-batch live at
+  once) and the summed gradients are divided by the batch's target count,
+  so the update equals the one-shot step's.
+  """
   key = jax.random.fold_in(key, state['step'])
   k_drop, k_mask, k_loss = jax.random.split(key, 3)
   inputs, targets = batch['inputs'], batch['targets']
@@ -66,33 +72,60 @@ def train_step(state, batch, key, *, graphdef, tx, cfg, num_items: int,
     hide &= batch['segment_ids'] > 0
     targets = jnp.where(hide, inputs, 0)
     inputs = jnp.where(hide, num_items + 1, inputs)
+  batch = dict(batch, inputs=inputs, targets=targets)
+  ce_chunk = cfg.get('ce_chunk_size', 0)
+  sharded_ce = mesh is not None and mesh.shape.get('model', 1) > 1
 
-  def loss_fn(params):
+  def sums(params, mb, k_drop, k_loss):
+    """(sum of per-target losses, number of targets) of a (micro-)batch."""
     model = nnx.merge(graphdef, params)
-    hidden = model(inputs, batch['positions'], batch['segment_ids'],
+    hidden = model(mb['inputs'], mb['positions'], mb['segment_ids'],
                    key=k_drop)
     table = model.encoder.item_table()
+    targets = mb['targets']
     if cfg.get('task', 'next') == 'rating':
       pred = model.rating_head(hidden, targets, table, rating_mean,
-                               batch.get('history_sum'),
-                               batch.get('history_count'))
+                               mb.get('history_sum'),
+                               mb.get('history_count'))
       w = (targets > 0).astype(jnp.float32)
-      total = jnp.sum(jnp.square(pred - batch['values']) * w)
-      count = jnp.sum(w)
-    elif cfg.loss == 'ce':
-      total, count = losses.full_softmax_ce(hidden, targets, table, num_items)
-    elif cfg.loss == 'bce':
-      total, count = losses.sampled_bce(hidden, targets, table, num_items,
-                                        k_loss, cfg.num_negatives, log_q)
-    elif cfg.loss == 'sampled_softmax':
-      total, count = losses.sampled_softmax(hidden, targets, table, num_items,
-                                            k_loss, cfg.num_negatives, log_q)
-    else:
-      raise ValueError(f'finetune.loss={cfg.loss!r}')
-    return total / jnp.maximum(count, 1.0), count
+      return jnp.sum(jnp.square(pred - mb['values']) * w), jnp.sum(w)
+    if cfg.loss == 'ce' and (sharded_ce or ce_chunk):
+      return losses.softmax_ce(hidden, targets, table, num_items,
+                               mesh=mesh if sharded_ce else None,
+                               chunk_size=ce_chunk)
+    if cfg.loss == 'ce':
+      return losses.full_softmax_ce(hidden, targets, table, num_items)
+    if cfg.loss == 'bce':
+      return losses.sampled_bce(hidden, targets, table, num_items, k_loss,
+                                cfg.num_negatives, log_q)
+    if cfg.loss == 'sampled_softmax':
+      return losses.sampled_softmax(hidden, targets, table, num_items,
+                                    k_loss, cfg.num_negatives, log_q)
+    raise ValueError(f'finetune.loss={cfg.loss!r}')
 
-  (loss, count), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-      state['params'])
+  grad_fn = jax.value_and_grad(sums, has_aux=True)
+  n = cfg.get('micro_batches', 1)
+  if n == 1:
+    (total, count), grads = grad_fn(state['params'], batch, k_drop, k_loss)
+  else:
+    # Micro-batch i takes rows i, i + n, ...: each device keeps its rows.
+    split = jax.tree.map(
+        lambda x: jnp.moveaxis(x.reshape(x.shape[0] // n, n, *x.shape[1:]),
+                               1, 0), batch)
+
+    def body(carry, xs):
+      mb, i = xs
+      (t, c), g = grad_fn(state['params'], mb, jax.random.fold_in(k_drop, i),
+                          jax.random.fold_in(k_loss, i))
+      return (carry[0] + t, carry[1] + c,
+              jax.tree.map(jnp.add, carry[2], g)), None
+
+    zeros = jax.tree.map(jnp.zeros_like, state['params'])
+    (total, count, grads), _ = jax.lax.scan(
+        body, (jnp.zeros(()), jnp.zeros(()), zeros), (split, jnp.arange(n)))
+  denom = jnp.maximum(count, 1.0)
+  loss = total / denom
+  grads = jax.tree.map(lambda g: g / denom, grads)
   updates, opt_state = tx.update(grads, state['opt_state'], state['params'])
   params = optax.apply_updates(state['params'], updates)
   new_state = dict(step=state['step'] + 1, params=params, opt_state=opt_state)
@@ -107,7 +140,7 @@ def jit_train_step(cfg, graphdef, tx, state_sh, mesh, num_items, log_q=None,
   return jax.jit(
       functools.partial(train_step, graphdef=graphdef, tx=tx, cfg=cfg,
                         num_items=num_items, log_q=log_q,
-                        rating_mean=rating_mean),
+                        rating_mean=rating_mean, mesh=mesh),
       in_shardings=(state_sh, sharding.batch_sharding(mesh),
                     sharding.replicated(mesh)),
       out_shardings=(state_sh, sharding.replicated(mesh)),
@@ -180,6 +213,13 @@ def run(config, workdir: str, init_from: str | None = None) -> dict:
 
   mesh = sharding.make_mesh(config.mesh)
   sharding.check_batch(cfg.batch_size, mesh, 'finetune.batch_size')
+  n = cfg.get('micro_batches', 1)
+  if n < 1 or cfg.batch_size % n:
+    raise ValueError(f'finetune.micro_batches={n} must divide '
+                     f'finetune.batch_size={cfg.batch_size}')
+  if n > 1:
+    sharding.check_batch(cfg.batch_size // n, mesh,
+                         'finetune.batch_size / finetune.micro_batches')
 
   max_len = config.model.max_len
   task = cfg.get('task', 'next')

@@ -1,8 +1,11 @@
 """Next-item losses over the tied item table. All return (sum, count) so that
 callers normalise by the number of real targets across the whole batch."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
+from jax.sharding import PartitionSpec as P
 import numpy as np
 
 from rec_jax.models import sequence
@@ -28,6 +31,83 @@ def full_softmax_ce(hidden, targets, table, num_items: int):
   # Padding targets (id 0) have a -inf logit: select, never multiply by 0.
   loss = jnp.where(targets > 0, lse - target_logit, 0.0)
   return jnp.sum(loss), jnp.sum(weight)
+
+
+_NEG = -1e30  # a finite "minus infinity": no NaN in gradients of masked rows.
+
+
+def _lse_over_table(h, table, first_id: int | jax.Array, num_items: int,
+                    chunk_size: int):
+  """log-sum-exp over the rows of `table` (ids first_id, first_id + 1, ...)
+  that are items, for h [N, D]; in chunks of `chunk_size` rows (0: all at
+  once), each recomputed in the backward pass, so that memory holds one
+  [N, chunk] block of logits instead of [N, V]."""
+  rows = table.shape[0]
+  chunk = chunk_size if 0 < chunk_size < rows else rows
+  if rows % chunk:
+    raise ValueError(f'finetune.ce_chunk_size={chunk_size} does not divide '
+                     f'the {rows} table rows per shard')
+
+  @jax.checkpoint
+  def block(lse, start):
+    tab = jax.lax.dynamic_slice_in_dim(table, start, chunk, 0)
+    logits = (h @ tab.astype(h.dtype).T).astype(jnp.float32)
+    ids = first_id + start + jnp.arange(chunk)
+    logits = jnp.where((ids >= 1) & (ids <= num_items), logits, _NEG)
+    m = jax.lax.stop_gradient(jnp.maximum(lse, jnp.max(logits, -1)))
+    return m + jnp.log(jnp.exp(lse - m) + jnp.sum(
+        jnp.exp(logits - m[:, None]), -1)), None
+
+  init = jnp.full(h.shape[:1], _NEG, jnp.float32)
+  if chunk == rows:
+    return block(init, 0)[0]
+  return jax.lax.scan(block, init, jnp.arange(0, rows, chunk))[0]
+
+
+def softmax_ce(hidden, targets, table, num_items: int, *, mesh=None,
+               chunk_size: int = 0):
+  """Full-softmax cross-entropy without materialising [B, L, V] logits
+  where it matters: with the table split over the mesh's `model` axis each
+  shard scores only its own rows and the log-sum-exp is combined across
+  shards (max, then sum of exponentials): no device ever holds logits for
+  the whole catalog; with `chunk_size` the rows are also visited in chunks.
+  Equals `full_softmax_ce` (tests check it).
+
+  Returns:
+    (sum of per-target losses, number of targets).
+  """
+  shards = 1 if mesh is None else mesh.shape.get('model', 1)
+  b, l, d = hidden.shape
+  # The target logit needs only the target's own row.
+  pos = jnp.take(table, targets, axis=0).astype(hidden.dtype)
+  target_logit = jnp.sum(hidden * pos, -1).astype(jnp.float32)
+  if shards == 1:
+    lse = _lse_over_table(hidden.reshape(b * l, d), table, 0, num_items,
+                          chunk_size).reshape(b, l)
+  else:
+    rows = table.shape[0]
+    if rows % shards:
+      raise ValueError(f'{rows} table rows do not split over {shards} '
+                       'model shards')
+    local = rows // shards
+    batch_axes = ('data', 'fsdp')
+
+    @functools.partial(
+        jax.shard_map, mesh=mesh,
+        in_specs=(P(batch_axes), P('model', None)), out_specs=P(batch_axes),
+        check_vma=False)
+    def sharded_lse(h, tab):
+      first = jax.lax.axis_index('model') * local
+      hb, hl, hd = h.shape
+      part = _lse_over_table(h.reshape(hb * hl, hd), tab, first, num_items,
+                             chunk_size)
+      m = jax.lax.pmax(jax.lax.stop_gradient(part), 'model')
+      total = jax.lax.psum(jnp.exp(part - m), 'model')
+      return (m + jnp.log(total)).reshape(hb, hl)
+
+    lse = sharded_lse(hidden, table)
+  loss = jnp.where(targets > 0, lse - target_logit, 0.0)
+  return jnp.sum(loss), jnp.sum((targets > 0).astype(jnp.float32))
 
 
 def sample_proposal(key, log_q, shape):

@@ -85,6 +85,32 @@ def check_batch(global_batch: int, mesh, what: str = 'batch_size'):
         f'{n} (mesh data x fsdp = {mesh.shape["data"]} x {mesh.shape["fsdp"]}).')
 
 
+def fit_to_shapes(shardings, abstract, mesh):
+  """Drops mesh axes from the dims they do not divide (a 2-head model on a
+  model axis of 8: its heads replicate while the item table still splits 8
+  ways), logging each change once."""
+
+  def fit(path, sh, leaf):
+    spec = list(sh.spec) + [None] * (len(leaf.shape) - len(sh.spec))
+    changed = False
+    for dim, axes in enumerate(spec):
+      if axes is None:
+        continue
+      names = axes if isinstance(axes, tuple) else (axes,)
+      size = math.prod(mesh.shape[a] for a in names)
+      if leaf.shape[dim] % size:
+        spec[dim] = None
+        changed = True
+    if not changed:
+      return sh
+    logging.info('%s %s: replicated along the mesh axes that do not divide '
+                 'it (%s -> %s).', jax.tree_util.keystr(path),
+                 tuple(leaf.shape), sh.spec, P(*spec))
+    return NamedSharding(mesh, P(*spec))
+
+  return jax.tree_util.tree_map_with_path(fit, shardings, abstract)
+
+
 def opt_state_shardings(tx, abstract_opt_state, param_shardings, mesh):
   """Gives optimizer moments the shardings of their parameters.
 

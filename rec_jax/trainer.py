@@ -48,7 +48,8 @@ def abstract_model(build: Callable[[nnx.Rngs], nnx.Module], config, mesh):
     model = nnx.eval_shape(lambda: build(nnx.Rngs(0)))
     graphdef, params = nnx.split(model, nnx.Param)
     shardings = nnx.to_pure_dict(nnx.get_named_sharding(params, mesh))
-  return graphdef, nnx.to_pure_dict(params), shardings
+  params = nnx.to_pure_dict(params)
+  return graphdef, params, sharding.fit_to_shapes(shardings, params, mesh)
 
 
 def init_params(build, config, mesh, shardings, seed: int):

@@ -29,6 +29,7 @@ class SequenceEncoder(nnx.Module):
                num_layers: int, num_heads: int, mlp_dim: int, causal: bool,
                dropout_rate: float = 0.0, attention_dropout_rate: float = 0.0,
                vocab_multiple: int = 128, dtype: str = 'float32',
+               remat: bool = False,
                peft: layers.Peft = layers.NO_PEFT, rngs: nnx.Rngs):
     self.num_items = num_items
     self.max_len = max_len
@@ -36,6 +37,7 @@ class SequenceEncoder(nnx.Module):
     self.dropout_rate = dropout_rate
     self.attention_dropout_rate = attention_dropout_rate
     self.dtype = jnp.dtype(dtype)
+    self.remat = remat
     self.item_embed = layers.param(
         rngs.params(), (vocab_size(num_items, vocab_multiple), embed_dim),
         ('vocab', 'embed'))
@@ -78,9 +80,14 @@ class SequenceEncoder(nnx.Module):
     mask = layers.attention_mask(
         segment_ids, causal=self.causal if causal is None else causal)
     outs = [x]
+    def run(block, x, mask, k):
+      return block(x, mask, dropout_rate=self.dropout_rate,
+                   attention_dropout_rate=self.attention_dropout_rate, key=k)
+
+    if self.remat:
+      run = nnx.remat(run)
     for block, k in zip(self.blocks, keys[1:]):
-      x = block(x, mask, dropout_rate=self.dropout_rate,
-                attention_dropout_rate=self.attention_dropout_rate, key=k)
+      x = run(block, x, mask, k)
       outs.append(x)
     x = self.final_norm(x)
     outs[-1] = x
@@ -221,6 +228,7 @@ def encoder_kwargs(model_cfg, num_items: int) -> dict:
       causal=model_cfg.causal, dropout_rate=model_cfg.dropout_rate,
       attention_dropout_rate=model_cfg.attention_dropout_rate,
       vocab_multiple=model_cfg.vocab_multiple, dtype=model_cfg.dtype,
+      remat=model_cfg.get('remat', False),
       peft=layers.Peft(
           lora_rank=model_cfg.get('lora_rank', 0),
           lora_alpha=model_cfg.get('lora_alpha', 0.0),
