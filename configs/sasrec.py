@@ -8,7 +8,8 @@ full ranking with the user's history excluded.
       --workdir=/tmp/sasrec_beauty
 
 Args (`:key=value,flag`): dataset (default synthetic), loss (ce | bce |
-sampled_softmax), seed, smoke.
+sampled_softmax), seed, smoke, num_items (synthetic catalog size, e.g. for
+`python -m rec_jax.plan`).
 
 Measured 2026-11-28 on a shared 2-core CPU (benchmarks/results/baselines.md,
 `python benchmarks/baselines.py --models=sasrec ...`), test, full ranking,
@@ -25,7 +26,7 @@ from rec_jax import config_lib
 
 def get_config(arg=None):
   args = config_lib.parse_arg(arg, dataset='synthetic', loss='ce', seed=0,
-                              smoke=False)
+                              smoke=False, num_items=0)
   config = config_lib.ml_collections.ConfigDict()
   config.seed = args.seed
 
@@ -40,4 +41,10 @@ def get_config(arg=None):
   # sampled-negative BCE); batches of 16 packed rows of max_len (~130 users).
   config.finetune = config_lib.finetune_config(loss=args.loss)
 
-  return config_lib.add_common_sections(config, smoke_run=args.smoke)
+  config = config_lib.add_common_sections(config, smoke_run=args.smoke)
+  if args.num_items:  # the synthetic catalog's size (rec_jax.plan).
+    if args.dataset != 'synthetic':
+      raise ValueError('num_items sets the size of the synthetic catalog; '
+                       f'dataset={args.dataset!r} has its own')
+    config.data.synthetic.num_items = args.num_items
+  return config

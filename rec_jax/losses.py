@@ -40,28 +40,32 @@ def _lse_over_table(h, table, first_id: int | jax.Array, num_items: int,
                     chunk_size: int):
   """log-sum-exp over the rows of `table` (ids first_id, first_id + 1, ...)
   that are items, for h [N, D]; in chunks of `chunk_size` rows (0: all at
-  once), each recomputed in the backward pass, so that memory holds one
-  [N, chunk] block of logits instead of [N, V]."""
+  once; the last chunk may be shorter), each recomputed in the backward
+  pass, so that memory holds one [N, chunk] block of logits, not [N, V]."""
   rows = table.shape[0]
   chunk = chunk_size if 0 < chunk_size < rows else rows
-  if rows % chunk:
-    raise ValueError(f'finetune.ce_chunk_size={chunk_size} does not divide '
-                     f'the {rows} table rows per shard')
 
   @jax.checkpoint
-  def block(lse, start):
-    tab = jax.lax.dynamic_slice_in_dim(table, start, chunk, 0)
+  def block(lse, tab, offset):
     logits = (h @ tab.astype(h.dtype).T).astype(jnp.float32)
-    ids = first_id + start + jnp.arange(chunk)
+    ids = first_id + offset + jnp.arange(tab.shape[0])
     logits = jnp.where((ids >= 1) & (ids <= num_items), logits, _NEG)
     m = jax.lax.stop_gradient(jnp.maximum(lse, jnp.max(logits, -1)))
     return m + jnp.log(jnp.exp(lse - m) + jnp.sum(
-        jnp.exp(logits - m[:, None]), -1)), None
+        jnp.exp(logits - m[:, None]), -1))
 
-  init = jnp.full(h.shape[:1], _NEG, jnp.float32)
-  if chunk == rows:
-    return block(init, 0)[0]
-  return jax.lax.scan(block, init, jnp.arange(0, rows, chunk))[0]
+  lse = jnp.full(h.shape[:1], _NEG, jnp.float32)
+  full = rows // chunk
+  if full == 1 and rows == chunk:
+    return block(lse, table, 0)
+  if full:
+    def body(lse, start):
+      tab = jax.lax.dynamic_slice_in_dim(table, start, chunk, 0)
+      return block(lse, tab, start), None
+    lse, _ = jax.lax.scan(body, lse, jnp.arange(0, full * chunk, chunk))
+  if rows % chunk:
+    lse = block(lse, table[full * chunk:], full * chunk)
+  return lse
 
 
 def softmax_ce(hidden, targets, table, num_items: int, *, mesh=None,
