@@ -285,7 +285,7 @@ def run(config, workdir: str, init_from: str | None = None) -> dict:
 
   step_fn = jit_train_step(cfg, graphdef, tx, state_sh, mesh, ds.num_items,
                            log_q, rating_mean)
-  key = jax.device_put(jax.random.key(config.seed), sharding.replicated(mesh))
+  key = sharding.put_replicated(mesh, jax.random.key(config.seed))
   evaluator = evaluate.Evaluator(
       graphdef=graphdef, mesh=mesh, max_len=max_len,
       mask_id=ds.num_items + 1 if not config.model.causal else None,

@@ -22,6 +22,7 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
+from rec_jax import distributed
 from rec_jax import evaluate
 from rec_jax import finetune
 from rec_jax import pretrain
@@ -99,6 +100,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  if os.environ.get('REC_JAX_DISTRIBUTED'):
-    jax.distributed.initialize()
+  distributed.initialize()  # multi-host launches only; see the module.
   sys.exit(app.run(main))

@@ -150,6 +150,8 @@ def main(argv):
 _CONFIG = None
 
 if __name__ == '__main__':
+  from rec_jax import distributed  # pylint: disable=g-import-not-at-top
+  distributed.initialize()
   _CONFIG = config_flags.DEFINE_config_file('config', None, 'Recipe config.',
                                             lock_config=True)
   flags.mark_flags_as_required(['config'])

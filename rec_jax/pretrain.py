@@ -53,14 +53,14 @@ def context(config, ds, split, weights, vocab: int, mesh):
   """objectives.Context: the tables the active objectives need, replicated
   on the mesh (correlated items from training sequences only)."""
   cfg = config.pretrain
-  rep = sharding.replicated(mesh)
   similar = attributes = None
   ops = [o for o in cfg.augment.ops.split(',') if o]
   if 'contrastive' in weights and {'substitute', 'insert'} & set(ops):
-    similar = jax.device_put(augment.item_correlations(
-        split.train, ds.num_items, vocab, k=cfg.augment.num_correlated), rep)
+    similar = sharding.put_replicated(mesh, augment.item_correlations(
+        split.train, ds.num_items, vocab, k=cfg.augment.num_correlated))
   if needs_attributes(weights):
-    attributes = jax.device_put(objectives.attribute_table(ds, vocab), rep)
+    attributes = sharding.put_replicated(
+        mesh, objectives.attribute_table(ds, vocab))
   return objectives.Context(
       num_items=ds.num_items, causal=config.model.causal, cfg=cfg,
       attributes=attributes, num_attributes=ds.num_attributes,
@@ -118,7 +118,6 @@ def run(config, workdir: str) -> dict:
   abs_opt, state_sh = trainer.state_shardings(tx, abs_params, param_sh, mesh)
   vocab = abs_params['encoder']['item_embed'].shape[0]
 
-  rep = sharding.replicated(mesh)
   ctx = context(config, ds, split, weights, vocab, mesh)
 
   ckpt = checkpoints.Manager(workdir, max_to_keep=config.checkpoint.max_to_keep,
@@ -139,7 +138,7 @@ def run(config, workdir: str) -> dict:
   step_fn = trainer.jit_step(functools.partial(
       pretrain_step, graphdef=graphdef, tx=tx, ctx=ctx, weights=weights),
                              state_sh, mesh)
-  key = jax.device_put(jax.random.key(config.seed + 1), rep)
+  key = sharding.put_replicated(mesh, jax.random.key(config.seed + 1))
   writer = writers.MetricWriter(workdir)
   spec = trainer.LoopSpec(
       stream=stream, step_fn=step_fn, num_epochs=num_epochs,

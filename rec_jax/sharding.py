@@ -111,6 +111,17 @@ def fit_to_shapes(shardings, abstract, mesh):
   return jax.tree_util.tree_map_with_path(fit, shardings, abstract)
 
 
+def put_replicated(mesh, x):
+  """`x` (the same on every process) replicated over the whole mesh; also
+  on multi-host meshes, where device_put cannot reach other hosts."""
+  sh = replicated(mesh)
+  if jax.process_count() == 1:
+    return jax.device_put(x, sh)
+  if jax.dtypes.issubdtype(getattr(x, 'dtype', None), jax.dtypes.prng_key):
+    return jax.jit(lambda: x, out_shardings=sh)()
+  return jax.make_array_from_process_local_data(sh, np.asarray(x))
+
+
 def opt_state_shardings(tx, abstract_opt_state, param_shardings, mesh):
   """Gives optimizer moments the shardings of their parameters.
 
@@ -143,7 +154,9 @@ def host_to_global(mesh, tree):
     x = np.asarray(x)
     return jax.make_array_from_process_local_data(
         batch_sharding(mesh, x.ndim), x)
-  return jax.tree.map(put, tree)
+  # An intended transfer (loops guard against accidental ones).
+  with jax.transfer_guard('allow'):
+    return jax.tree.map(put, tree)
 
 
 def process_rows(global_rows: int) -> slice:
