@@ -139,7 +139,9 @@ def finetune_config(*, objective: str = 'causal', loss: str = 'ce',
       objective=objective,  # causal: next item everywhere; cloze: masked.
       loss=loss,            # ce: full softmax over the catalog.
       num_negatives=1 if loss == 'bce' else 256,
-      sampler='uniform',    # sampled_softmax proposal: uniform | popularity.
+      sampler='uniform',    # sampled_softmax negatives: uniform |
+                            # popularity | in_batch (other targets of the
+                            # global batch; logQ-corrected by popularity).
       mask_prob=mask_prob,
       batch_size=batch_size,  # packed rows of max_len positions.
       num_epochs=num_epochs,

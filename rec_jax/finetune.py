@@ -99,8 +99,9 @@ def train_step(state, batch, key, *, graphdef, tx, cfg, num_items: int,
       return losses.sampled_bce(hidden, targets, table, num_items, k_loss,
                                 cfg.num_negatives, log_q)
     if cfg.loss == 'sampled_softmax':
-      return losses.sampled_softmax(hidden, targets, table, num_items,
-                                    k_loss, cfg.num_negatives, log_q)
+      return losses.sampled_softmax(
+          hidden, targets, table, num_items, k_loss, cfg.num_negatives,
+          log_q, in_batch=cfg.get('sampler', 'uniform') == 'in_batch')
     raise ValueError(f'finetune.loss={cfg.loss!r}')
 
   grad_fn = jax.value_and_grad(sums, has_aux=True)
@@ -254,7 +255,15 @@ def run(config, workdir: str, init_from: str | None = None) -> dict:
                method, trainable, total, 100 * trainable / total)
   abs_opt, state_sh = trainer.state_shardings(tx, abs_params, param_sh, mesh)
   log_q = None
-  if cfg.loss in ('sampled_softmax', 'bce') and cfg.sampler == 'popularity':
+  if cfg.get('sampler', 'uniform') not in ('uniform', 'popularity',
+                                           'in_batch'):
+    raise ValueError(f'finetune.sampler={cfg.sampler!r}: expected uniform, '
+                     'popularity or in_batch')
+  if cfg.sampler == 'in_batch' and cfg.loss != 'sampled_softmax':
+    raise ValueError('finetune.sampler=in_batch needs '
+                     'finetune.loss=sampled_softmax')
+  if cfg.loss in ('sampled_softmax', 'bce') and cfg.sampler in (
+      'popularity', 'in_batch'):
     counts = np.bincount(segments.targets, minlength=ds.num_items + 1)
     vocab = abs_params['encoder']['item_embed'].shape[0]
     log_q = jnp.asarray(losses.popularity_log_q(counts, ds.num_items, vocab))

@@ -149,8 +149,18 @@ def sampled_bce(hidden, targets, table, num_items: int, key,
   return jnp.sum(jnp.where(targets > 0, loss, 0.0)), jnp.sum(weight)
 
 
+def in_batch_negatives(key, targets, num_negatives: int):
+  """int32 [N] negatives drawn (with replacement) from the targets of the
+  whole batch, the global one under a mesh (so negatives cross devices).
+  Batch targets follow item popularity: correct with its log Q."""
+  flat = targets.reshape(-1)
+  real = jnp.log((flat > 0).astype(jnp.float32))  # -inf on padding.
+  where = sample_proposal(key, real, (num_negatives,))
+  return jnp.take(flat, where)
+
+
 def sampled_softmax(hidden, targets, table, num_items: int, key,
-                    num_negatives: int, log_q=None):
+                    num_negatives: int, log_q=None, in_batch: bool = False):
   """Softmax over the positive and shared sampled negatives, logQ-corrected.
 
   N negatives are drawn from a proposal Q and shared by the whole batch (one
@@ -158,7 +168,9 @@ def sampled_softmax(hidden, targets, table, num_items: int, key,
   reduced by log(N Q(item)), so that the sum of their exponentials is an
   unbiased estimate of the full partition function; the loss then tends to
   the full-softmax cross-entropy as N grows (Bengio & Senecal; Yi et al.,
-  RecSys 2019). A negative equal to the positive is dropped.
+  RecSys 2019). A negative equal to the positive is dropped. With
+  `in_batch` the negatives are other targets of the (global) batch, whose
+  proposal is popularity: pass its `log_q`.
 
   Args:
     hidden: [B, L, D]; targets: int [B, L] (0 = none); table: [V, D].
@@ -169,7 +181,12 @@ def sampled_softmax(hidden, targets, table, num_items: int, key,
   Returns:
     (sum of per-target losses, number of targets).
   """
-  if log_q is None:
+  if in_batch:
+    if log_q is None:
+      raise ValueError('in-batch negatives need the popularity log_q')
+    neg_ids = in_batch_negatives(key, targets, num_negatives)
+    neg_log_q = jnp.take(log_q, neg_ids)
+  elif log_q is None:
     neg_ids = jax.random.randint(key, (num_negatives,), 1, num_items + 1)
     neg_log_q = jnp.full((num_negatives,), -jnp.log(float(num_items)))
   else:

@@ -72,8 +72,14 @@ def _one_step(config, batch_np, mesh_layout=(1, 1, 1), steps=1):
   tx = optax.adam(1e-2)
   _, state_sh = finetune.state_shardings(tx, abs_params, param_sh, mesh)
   state = finetune.init_state(tx, params, state_sh, mesh)
+  log_q = None
+  if config.finetune.sampler != 'uniform':
+    counts = np.bincount(np.asarray(batch_np['targets']).ravel(),
+                         minlength=ds.num_items + 1)
+    log_q = jnp.asarray(losses.popularity_log_q(
+        counts, ds.num_items, abs_params['encoder']['item_embed'].shape[0]))
   step = finetune.jit_train_step(config.finetune, graphdef, tx, state_sh,
-                                 mesh, ds.num_items)
+                                 mesh, ds.num_items, log_q)
   key = jax.device_put(jax.random.key(0), sharding.replicated(mesh))
   batch = sharding.host_to_global(mesh, batch_np)
   losses_seen = []
@@ -184,3 +190,22 @@ def test_plan_cli_prints_json_last(tmp_path):
     assert out[key] > 0, key
   assert out['mesh'] == {'data': 4, 'fsdp': 1, 'model': 2}
   assert out['per_device_param_bytes'] < out['total_param_bytes']
+
+
+def test_in_batch_negatives_come_from_the_global_batch():
+  targets = jnp.asarray([[0, 3, 3], [7, 0, 9]], jnp.int32)
+  draws = np.asarray(losses.in_batch_negatives(jax.random.key(0), targets,
+                                               4000))
+  assert set(draws.tolist()) == {3, 7, 9}
+  # Positions are drawn uniformly: item 3 holds two of the four.
+  assert (draws == 3).mean() == pytest.approx(0.5, abs=0.03)
+
+
+def test_in_batch_sampled_softmax_trains_on_any_layout(batch_np):
+  over = dict(finetune__loss='sampled_softmax', finetune__sampler='in_batch',
+              finetune__num_negatives=64)
+  losses_one, state_one = _one_step(_config(**over), batch_np, steps=10)
+  assert losses_one[-1] < 0.92 * losses_one[0]
+  losses_mesh, state_mesh = _one_step(_config(**over), batch_np, (4, 1, 2),
+                                      steps=2)
+  assert losses_mesh == pytest.approx(losses_one[:2], rel=1e-4)
