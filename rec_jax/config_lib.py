@@ -107,7 +107,14 @@ def model_config(*, causal: bool, max_len: int = 50, embed_dim: int = 64,
       # Fine-tuning methods (rec_jax.peft); 0 / 'none' = off.
       lora_rank=0, lora_alpha=0.0, prefix_len=0, adapter_dim=0,
       head='none',
-      rating_head=False))  # task=rating.
+      rating_head=False,   # task=rating.
+      # Item text (rec_jax.item_text, text_encoder): 0 = off; `text=true`
+      # sets the text encoder's width (384, MiniLM). transductive = ID +
+      # text, inductive = text only (cold items need no retraining).
+      text_dim=0, text_mode='transductive', text_experts=4,
+      text_layers=0,            # text encoder layers used (0 = all)
+      text_max_length=128,      # tokens per item text
+      text_random_init=False))  # ablation: the same encoder, untrained
 
 
 def optimizer_config(lr: float = 1e-3, **overrides):
@@ -233,12 +240,14 @@ def pretrain_recipe(arg, objectives: dict, **pretrain_kwargs):
   """
   args = parse_arg(arg, dataset='synthetic', seed=0, pretrain=True,
                    finetune='full', label_fraction=1.0, task='next',
-                   smoke=False)
+                   text=False, smoke=False)
   config = ml_collections.ConfigDict()
   config.seed = args.seed
   config.data = data_config(args.dataset)
   config.model = model_config(causal=True, dropout_rate=0.5,
                               attention_dropout_rate=0.5)
+  if args.text:
+    config.model.text_dim = 384  # all-MiniLM-L6-v2
   config.pretrain = pretrain_config(objectives, enabled=bool(args.pretrain),
                                     **pretrain_kwargs)
   config.finetune = finetune_config()

@@ -280,6 +280,7 @@ def run(config, workdir: str, init_from: str | None = None) -> dict:
                  workdir, ckpt.latest_step(), meta['epoch'], meta['index'])
   else:
     params = init_params(config, ds.num_items, mesh, param_sh, config.seed)
+    params = trainer.fill_text_features(config, ds, params, param_sh)
     meta = trainer.fresh_meta()
     if init_path:
       allow = [p for p in config.init_from.allow_mismatch.split(',') if p]

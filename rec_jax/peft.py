@@ -24,6 +24,9 @@ import optax
 METHODS = ('full', 'frozen', 'partial', 'lora', 'prefix', 'adapter')
 # Parameters the methods add; a pretrained checkpoint never has them.
 ADDED = ('encoder/*/lora_*', 'encoder/*/prefix_*', 'encoder/*/adapter_*')
+# Inputs stored as parameters (checkpointed with the model) that never train:
+# the frozen text embeddings of the items.
+CONSTANT = ('encoder/text/features',)
 
 
 def configure(config, method: str):
@@ -51,6 +54,8 @@ def _path(path) -> str:
 def trainable(key: str, method: str, num_layers: int,
               partial_layers: int = 1) -> bool:
   """Whether the parameter at `key` ('encoder/blocks/0/attn/query') trains."""
+  if any(fnmatch.fnmatch(key, c) for c in CONSTANT):
+    return False
   if method == 'full':
     return True
   if key.startswith('head/'):
@@ -77,9 +82,9 @@ def labels(params, method: str, num_layers: int, partial_layers: int = 1):
 
 def wrap(tx, params, method: str, num_layers: int, partial_layers: int = 1):
   """`tx` on trainable parameters, zero updates (no state) on the rest."""
-  if method == 'full':
-    return tx
   lab = labels(params, method, num_layers, partial_layers)
+  if method == 'full' and 'frozen' not in jax.tree.leaves(lab):
+    return tx
   if 'train' not in jax.tree.leaves(lab):
     raise ValueError(f'finetune.method={method!r} leaves nothing to train '
                      '(frozen needs model.head, lora model.lora_rank, ...)')

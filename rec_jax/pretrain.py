@@ -24,6 +24,7 @@ import optax
 from rec_jax import checkpoints
 from rec_jax import objectives
 from rec_jax import optimizers
+from rec_jax import peft
 from rec_jax import sharding
 from rec_jax import trainer
 from rec_jax import writers
@@ -115,6 +116,7 @@ def run(config, workdir: str) -> dict:
   graphdef, abs_params, param_sh = trainer.abstract_model(build, config, mesh)
   trainer.log_params(abs_params, param_sh)
   tx, lr_schedule = optimizers.make(cfg.optimizer, total_steps)
+  tx = peft.wrap(tx, abs_params, 'full', config.model.num_layers)
   abs_opt, state_sh = trainer.state_shardings(tx, abs_params, param_sh, mesh)
   vocab = abs_params['encoder']['item_embed'].shape[0]
 
@@ -129,6 +131,7 @@ def run(config, workdir: str) -> dict:
                  workdir, meta['epoch'], meta['index'])
   else:
     params = trainer.init_params(build, config, mesh, param_sh, config.seed)
+    params = trainer.fill_text_features(config, ds, params, param_sh)
     state = trainer.init_state(tx, params, state_sh, mesh)
     meta = trainer.fresh_meta()
     with open(os.path.join(workdir, 'config.json'), 'w',

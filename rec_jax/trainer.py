@@ -36,6 +36,31 @@ def load_data(config):
   return ds, pipeline.leave_one_out(ds)
 
 
+def fill_text_features(config, ds, params, shardings):
+  """Writes the items' text embeddings into encoder/text/features (a
+  constant parameter) when the model reads item text; returns params."""
+  if not config.model.get('text_dim', 0):
+    return params
+  from rec_jax import item_text  # pylint: disable=g-import-not-at-top
+  feats, stats = item_text.item_embeddings(
+      ds, max_length=config.model.get('text_max_length', 128),
+      num_layers=config.model.get('text_layers', 0),
+      random_init=config.model.get('text_random_init', False))
+  target = params['encoder']['text']['features']
+  if feats.shape[1] != target.shape[1]:
+    raise ValueError(f'model.text_dim={target.shape[1]} but the text '
+                     f'encoder gives {feats.shape[1]}-d embeddings')
+  full = np.zeros(target.shape, np.float32)
+  full[:len(feats)] = feats
+  logging.info('Item text features: %d items, %s (%.1f s).',
+               ds.num_items, 'from cache' if stats['cached'] else
+               'computed', stats['seconds'])
+  params['encoder']['text']['features'] = jax.device_put(
+      full.astype(target.dtype),
+      shardings['encoder']['text']['features'])
+  return params
+
+
 def abstract_model(build: Callable[[nnx.Rngs], nnx.Module], config, mesh):
   """(graphdef, abstract params as a pure dict, param shardings).
 

@@ -22,6 +22,32 @@ def vocab_size(num_items: int, multiple: int) -> int:
   return -(-n // multiple) * multiple
 
 
+class TextAdaptor(nnx.Module):
+  """Frozen item-text embeddings -> item representations (UniSRec-style):
+  a mixture of `experts` parametric whitening maps (x - b_k) W_k, mixed by
+  a softmax gate on x. `features` [V, text_dim] is a parameter that never
+  trains (rec_jax.peft.CONSTANT): filled from the text encoder, saved with
+  the model."""
+
+  def __init__(self, vocab: int, text_dim: int, dim: int, experts: int, *,
+               rngs: nnx.Rngs):
+    z = nnx.initializers.zeros_init()
+    self.features = layers.param(None, (vocab, text_dim), ('vocab', None), z)
+    self.bias = layers.param(None, (experts, text_dim), (None, None), z)
+    self.proj = layers.param(rngs.params(), (experts, text_dim, dim),
+                             (None, None, 'embed'))
+    self.gate = layers.param(None, (text_dim, experts), (None, None), z)
+
+  def __call__(self, dtype):
+    x = self.features[...].astype(dtype)
+    gate = jax.nn.softmax((x @ self.gate[...].astype(dtype)).astype(
+        jnp.float32), -1).astype(dtype)                       # [V, K]
+    xw = jnp.einsum('vt,ktd->vkd', x, self.proj[...].astype(dtype))
+    bw = jnp.einsum('kt,ktd->kd', self.bias[...].astype(dtype),
+                    self.proj[...].astype(dtype))
+    return jnp.einsum('vk,vkd->vd', gate, xw - bw[None])
+
+
 class SequenceEncoder(nnx.Module):
   """Item + position embeddings, Transformer blocks, final LayerNorm."""
 
@@ -29,7 +55,8 @@ class SequenceEncoder(nnx.Module):
                num_layers: int, num_heads: int, mlp_dim: int, causal: bool,
                dropout_rate: float = 0.0, attention_dropout_rate: float = 0.0,
                vocab_multiple: int = 128, dtype: str = 'float32',
-               remat: bool = False,
+               remat: bool = False, text_dim: int = 0,
+               text_mode: str = 'transductive', text_experts: int = 4,
                peft: layers.Peft = layers.NO_PEFT, rngs: nnx.Rngs):
     self.num_items = num_items
     self.max_len = max_len
@@ -43,6 +70,13 @@ class SequenceEncoder(nnx.Module):
         ('vocab', 'embed'))
     self.pos_embed = layers.param(rngs.params(), (max_len, embed_dim),
                                   ('seq', 'embed'))
+    if text_mode not in ('transductive', 'inductive'):
+      raise ValueError(f"model.text_mode={text_mode!r}: expected "
+                       "'transductive' (text + ID) or 'inductive' (text)")
+    self.text_mode = text_mode
+    if text_dim:
+      self.text = TextAdaptor(self.item_embed.shape[0], text_dim, embed_dim,
+                              text_experts, rngs=rngs)
     self.embed_norm = layers.LayerNorm(embed_dim, rngs=rngs)
     self.blocks = nnx.List([
         layers.Block(embed_dim, num_heads, mlp_dim, rngs=rngs, peft=peft)
@@ -72,7 +106,7 @@ class SequenceEncoder(nnx.Module):
       hidden [B, L, D] (and a list of per-layer [B, L, D] if requested).
     """
     keys = layers.split_key(key, len(self.blocks) + 1)
-    table = self.item_embed[...].astype(self.dtype)
+    table = self.item_table().astype(self.dtype)
     x = jnp.take(table, items, axis=0)
     x = x + jnp.take(self.pos_embed[...].astype(self.dtype), positions, axis=0)
     x = layers.dropout(self.embed_norm(x), self.dropout_rate, keys[0])
@@ -94,8 +128,19 @@ class SequenceEncoder(nnx.Module):
     return (x, outs) if return_layers else x
 
   def item_table(self):
-    """[V, D] item embeddings (rows beyond num_items are never scored)."""
-    return self.item_embed[...]
+    """[V, D] item representations (rows beyond num_items are never
+    scored): ID embeddings, plus the adapted text embeddings with text
+    (transductive), or the text alone for items (inductive: an item
+    unseen in training is represented as well as any other; the ID table
+    then only holds [MASK])."""
+    ids = self.item_embed[...]
+    if not hasattr(self, 'text'):
+      return ids
+    text = self.text(self.dtype).astype(ids.dtype)
+    if self.text_mode == 'transductive':
+      return ids + text
+    row = jnp.arange(ids.shape[0])[:, None]
+    return jnp.where(row == self.mask_id, ids, text)
 
   def item_logits(self, hidden):
     """Scores of every table row; non-item rows are set to -inf.
@@ -106,7 +151,7 @@ class SequenceEncoder(nnx.Module):
     Returns:
       [..., V] float32 logits over the whole (padded) table.
     """
-    table = self.item_embed[...].astype(hidden.dtype)
+    table = self.item_table().astype(hidden.dtype)
     logits = jnp.einsum('...d,vd->...v', hidden, table).astype(jnp.float32)
     return mask_non_items(logits, self.num_items)
 
@@ -229,6 +274,9 @@ def encoder_kwargs(model_cfg, num_items: int) -> dict:
       attention_dropout_rate=model_cfg.attention_dropout_rate,
       vocab_multiple=model_cfg.vocab_multiple, dtype=model_cfg.dtype,
       remat=model_cfg.get('remat', False),
+      text_dim=model_cfg.get('text_dim', 0),
+      text_mode=model_cfg.get('text_mode', 'transductive'),
+      text_experts=model_cfg.get('text_experts', 4),
       peft=layers.Peft(
           lora_rank=model_cfg.get('lora_rank', 0),
           lora_alpha=model_cfg.get('lora_alpha', 0.0),

@@ -1,0 +1,116 @@
+"""Item text: the embedding cache, the text adaptor (transductive and
+inductive), frozen text features, and text=true end to end."""
+
+import json
+import subprocess
+import sys
+
+from flax import nnx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import REPO
+from rec_jax import item_text
+from rec_jax import peft
+from rec_jax.data import types
+from rec_jax.models import sequence
+
+
+class FakeEncoder:
+  model_id = 'fake-1'
+
+  def __init__(self):
+    self.calls = 0
+
+  def embed(self, texts, **_):
+    self.calls += 1
+    return np.stack([np.full(4, len(t), np.float32) for t in texts])
+
+
+def _ds(texts):
+  return types.SequenceDataset(name='toy', sequences=[np.array([1, 2])],
+                               num_items=len(texts), item_text=[''] + texts)
+
+
+def test_embeddings_are_cached_by_encoder_and_text(tmp_path, monkeypatch):
+  monkeypatch.setenv('REC_JAX_CACHE_DIR', str(tmp_path))
+  enc = FakeEncoder()
+  first, stats = item_text.item_embeddings(_ds(['ab', 'cde']), encoder=enc)
+  assert not stats['cached'] and stats['items_per_s'] > 0
+  np.testing.assert_array_equal(first, [[0] * 4, [2] * 4, [3] * 4])
+  again, stats = item_text.item_embeddings(_ds(['ab', 'cde']), encoder=enc)
+  assert stats['cached'] and enc.calls == 1
+  np.testing.assert_array_equal(first, again)
+  item_text.item_embeddings(_ds(['ab', 'cdef']), encoder=enc)  # new text
+  enc.model_id = 'fake-2'                                      # new weights
+  item_text.item_embeddings(_ds(['ab', 'cde']), encoder=enc)
+  assert enc.calls == 3
+
+
+def test_attribute_ids_become_words():
+  ds = types.SequenceDataset(
+      name='a', sequences=[np.array([1])], num_items=2,
+      item_attributes=np.array([[0, 0], [3, 7], [5, 0]], np.int32),
+      num_attributes=7)
+  assert item_text.item_texts(ds) == ['', 'attribute 3 attribute 7',
+                                      'attribute 5']
+  with pytest.raises(ValueError, match='neither item text nor attributes'):
+    item_text.item_texts(types.SequenceDataset(
+        name='b', sequences=[np.array([1])], num_items=1))
+
+
+def _encoder(mode):
+  enc = sequence.SequenceEncoder(
+      num_items=6, max_len=4, embed_dim=8, num_layers=1, num_heads=2,
+      mlp_dim=16, causal=True, vocab_multiple=8, text_dim=5,
+      text_mode=mode, rngs=nnx.Rngs(0))
+  feats = np.random.default_rng(0).normal(size=(8, 5)).astype(np.float32)
+  feats[3] = feats[2]  # items 2 and 3 share their text
+  enc.text.features[...] = jnp.asarray(feats)
+  return enc
+
+
+def test_inductive_items_are_their_text():
+  enc = _encoder('inductive')
+  table = np.asarray(enc.item_table())
+  np.testing.assert_allclose(table[2], table[3])
+  enc.item_embed[...] = enc.item_embed[...] + 1.0  # IDs matter only for MASK
+  moved = np.asarray(enc.item_table())
+  np.testing.assert_allclose(moved[1:7], table[1:7])
+  assert not np.allclose(moved[enc.mask_id], table[enc.mask_id])
+  trans = _encoder('transductive')
+  np.testing.assert_allclose(
+      np.asarray(trans.item_table()),
+      np.asarray(trans.item_embed[...] + trans.text(jnp.float32)), rtol=1e-6)
+  with pytest.raises(ValueError, match="text_mode='both'"):
+    sequence.SequenceEncoder(num_items=6, max_len=4, embed_dim=8,
+                             num_layers=1, num_heads=2, mlp_dim=16,
+                             causal=True, text_dim=5, text_mode='both',
+                             rngs=nnx.Rngs(0))
+
+
+def test_text_features_never_train():
+  params = nnx.to_pure_dict(nnx.state(_encoder('transductive'), nnx.Param))
+  params = {'encoder': params}
+  assert not peft.trainable('encoder/text/features', 'full', 1)
+  assert peft.trainable('encoder/text/proj', 'full', 1)
+  import optax  # pylint: disable=g-import-not-at-top
+  tx = peft.wrap(optax.adam(0.1), params, 'full', 1)
+  grads = jax.tree.map(jnp.ones_like, params)
+  updates, _ = tx.update(grads, tx.init(params), params)
+  assert not np.any(np.asarray(updates['encoder']['text']['features']))
+  assert np.all(np.asarray(updates['encoder']['text']['proj']) != 0)
+
+
+def test_text_recipe_end_to_end(tmp_path):
+  proc = subprocess.run(
+      [sys.executable, '-m', 'rec_jax.main',
+       '--config=configs/recommended.py:smoke,pretrain=false,text=true',
+       f'--workdir={tmp_path}', '--config.checkpoint.async_save=false'],
+      cwd=REPO, capture_output=True, text=True, timeout=900)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  r = json.loads((tmp_path / 'results.json').read_text())
+  assert r['test']['ndcg@10'] > 0.1
+  assert 'Item text features: 60 items' in proc.stderr
