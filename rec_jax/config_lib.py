@@ -85,6 +85,9 @@ def data_config(dataset: str):
       # Retraining: a file of `user item item ...` lines appended to the
       # users' sequences (rec_jax.data.sources.read_new_interactions).
       new_interactions='',
+      # Cold start: this fraction of the catalog occurs only as test
+      # targets (datasets.cold_start); results gain test_cold / test_warm.
+      cold_fraction=0.0,
       synthetic=dict(num_users=1000, num_items=500, num_clusters=10,
                      min_len=5, max_len=30, seed=0),
   ))

@@ -303,6 +303,15 @@ def run(config, train_workdir: str, workdir: str) -> dict:
                  best_step=int(meta['step']),
                  protocol=dict(ranking='full', exclude_history=bool(
                      config.eval.exclude_history), split='leave-one-out'))
+  if ds.cold_items is not None:
+    cold = np.isin(split.test_target, ds.cold_items)
+    for name, rows in (('test_cold', cold), ('test_warm', ~cold)):
+      idx = np.flatnonzero(rows)
+      results[name], _ = evaluator.full_ranking(
+          params, [split.test_history[i] for i in idx],
+          split.test_target[idx], desc=name)
+      results[name + '_users'] = int(len(idx))
+    results['protocol']['cold_items'] = int(len(ds.cold_items))
   if config.finetune.get('task', 'next') == 'rating':
     train_r, valid_r, test_r = tasks.rating_split(ds)
     mean = float(np.concatenate(train_r).mean())

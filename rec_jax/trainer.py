@@ -33,6 +33,8 @@ def load_data(config):
                      cache_dir=config.data.cache_dir or None, **kwargs)
   if config.data.get('new_interactions'):
     ds = datasets.append_interactions(ds, config.data.new_interactions)
+  if config.data.get('cold_fraction', 0.0):
+    ds = datasets.cold_start(ds, config.data.cold_fraction, config.seed)
   return ds, pipeline.leave_one_out(ds)
 
 

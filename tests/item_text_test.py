@@ -114,3 +114,36 @@ def test_text_recipe_end_to_end(tmp_path):
   r = json.loads((tmp_path / 'results.json').read_text())
   assert r['test']['ndcg@10'] > 0.1
   assert 'Item text features: 60 items' in proc.stderr
+
+
+def test_cold_start_split_holds_items_out_of_training():
+  from rec_jax.data import datasets  # pylint: disable=g-import-not-at-top
+  from rec_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  import conftest  # pylint: disable=g-import-not-at-top
+  config = conftest.load_config('sasrec', 'smoke')
+  ds = datasets.load('synthetic', **dict(config.data.synthetic))
+  cold_ds = datasets.cold_start(ds, 0.2, seed=0)
+  cold = set(cold_ds.cold_items.tolist())
+  assert 0 < len(cold) <= round(0.2 * ds.num_items)
+  split = pipeline.leave_one_out(cold_ds)
+  seen = set()
+  for h in split.test_history:
+    seen |= set(h.tolist())
+  assert not cold & seen and not cold & set(split.valid_target.tolist())
+  assert cold <= set(split.test_target.tolist())
+  with pytest.raises(ValueError, match='cold_fraction=1.5'):
+    datasets.cold_start(ds, 1.5)
+
+
+def test_text_scores_cold_items(tmp_path):
+  proc = subprocess.run(
+      [sys.executable, '-m', 'rec_jax.main',
+       '--config=configs/recommended.py:smoke,pretrain=false,text=true',
+       '--config.model.text_mode=inductive', '--config.data.cold_fraction=0.2',
+       f'--workdir={tmp_path}', '--config.checkpoint.async_save=false'],
+      cwd=REPO, capture_output=True, text=True, timeout=900)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  r = json.loads((tmp_path / 'results.json').read_text())
+  assert set(r['test_cold']) == set(r['test'])
+  assert r['test_cold_users'] > 0 and r['test_warm_users'] > 0
+  assert r['test_cold_users'] + r['test_warm_users'] == r['num_users']

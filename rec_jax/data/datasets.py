@@ -111,6 +111,38 @@ def append_interactions(ds: types.SequenceDataset,
       else None)
 
 
+def cold_start(ds: types.SequenceDataset, fraction: float,
+               seed: int = 0) -> types.SequenceDataset:
+  """A cold-start version of `ds`: a `fraction` of the catalog (drawn among
+  items that are some user's last item) occurs only as test targets.
+
+  Every other occurrence of those items is removed, so that no training
+  sequence, validation target or history contains them; users left with
+  fewer than 3 interactions are dropped. The leave-one-out split of the
+  result then has cold test targets (never seen in training) beside warm
+  ones; `cold_items` lists them for the evaluation (`test_cold`).
+  """
+  if not 0 < fraction < 1:
+    raise ValueError(f'data.cold_fraction={fraction}: expected 0 < f < 1')
+  last = np.unique([int(s[-1]) for s in ds.sequences])
+  rng = np.random.default_rng([seed, 17])
+  size = min(len(last), max(1, round(fraction * ds.num_items)))
+  cold = np.sort(rng.choice(last, size=size, replace=False)).astype(np.int32)
+  is_cold = np.zeros(ds.num_items + 1, bool)
+  is_cold[cold] = True
+  sequences = []
+  for s in ds.sequences:
+    s = np.asarray(s, np.int32)
+    kept = np.append(s[:-1][~is_cold[s[:-1]]], s[-1])
+    if len(kept) >= 3:
+      sequences.append(kept)
+  # Cold targets whose users were all dropped are cold no more.
+  cold = np.intersect1d(cold, [s[-1] for s in sequences]).astype(np.int32)
+  return dataclasses.replace(ds, sequences=sequences, ratings=None,
+                             timestamps=None, sample_negatives=None,
+                             cold_items=cold)
+
+
 def _check_loaded(ds: types.SequenceDataset, where: str) -> None:
   """Cheap whole-dataset checks: a damaged cache must not load quietly."""
   lengths = np.array([len(s) for s in ds.sequences])

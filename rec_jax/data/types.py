@@ -25,6 +25,8 @@ class SequenceDataset:
     timestamps: one int64 array per user aligned with `sequences`, or None.
     sample_negatives: int32 [num_users, 99] negatives for the sampled
       evaluation protocol (`NAME_sample.txt`), or None.
+    cold_items: items that occur only as test targets (a cold-start split
+      made by `datasets.cold_start`), or None.
   """
   name: str
   sequences: list[np.ndarray]
@@ -35,6 +37,8 @@ class SequenceDataset:
   ratings: list[np.ndarray] | None = None
   timestamps: list[np.ndarray] | None = None
   sample_negatives: np.ndarray | None = None
+  cold_items: np.ndarray | None = None  # int32 ids held out of training
+                                        # (datasets.cold_start), or None.
 
   @property
   def num_users(self) -> int:
