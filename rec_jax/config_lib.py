@@ -115,6 +115,8 @@ def model_config(*, causal: bool, max_len: int = 50, embed_dim: int = 64,
       # sets the text encoder's width (384, MiniLM). transductive = ID +
       # text, inductive = text only (cold items need no retraining).
       text_dim=0, text_mode='transductive', text_experts=4,
+      text_model='',            # model folder ('' = all-MiniLM-L6-v2; a
+                                # rec_jax.text_mlm output: adapted)
       text_layers=0,            # text encoder layers used (0 = all)
       text_max_length=128,      # tokens per item text
       text_random_init=False))  # ablation: the same encoder, untrained

@@ -7,6 +7,7 @@ milliseconds. Files: <cache>/text_embeddings/<dataset>-<key>.npy.
 """
 
 import hashlib
+import json
 import os
 import time
 
@@ -43,17 +44,22 @@ def cache_key(encoder_id: str, texts: list[str]) -> str:
   return h.hexdigest()[:20]
 
 
-def item_embeddings(ds, *, max_length: int = 128, num_layers: int = 0,
-                    random_init: bool = False, encoder=None,
+def item_embeddings(ds, *, model_path: str = '', max_length: int = 128,
+                    num_layers: int = 0, random_init: bool = False,
+                    encoder=None,
                     batch_size: int = 64) -> tuple[np.ndarray, dict]:
   """float32 [num_items + 1, dim] text embeddings (row 0 zeros) and stats
-  ({'cached', 'seconds', 'items_per_s', 'path'})."""
+  ({'cached', 'seconds', 'items_per_s', 'path'}). `model_path`: a text
+  model folder (e.g. from rec_jax.text_mlm); '' = all-MiniLM-L6-v2."""
   texts = item_texts(ds)
   enc = encoder
   if enc is None:
-    enc_id = (f'{text_encoder.MODEL_NAME}-'
-              f'{"random" if random_init else text_encoder.WEIGHTS_SHA256[:12]}'
-              f'-l{num_layers or "all"}-t{max_length}')
+    folder = text_encoder.model_dir(model_path or None)
+    with open(os.path.join(folder, 'config.json'), encoding='utf-8') as f:
+      layers = num_layers or json.load(f)['num_hidden_layers']
+    enc_id = text_encoder.encoder_id(folder, random_init=random_init,
+                                     num_layers=layers,
+                                     max_length=max_length)
   else:
     enc_id = enc.model_id
   path = os.path.join(cache_dir(), f'{ds.name}-{cache_key(enc_id, texts)}.npy')
@@ -63,8 +69,8 @@ def item_embeddings(ds, *, max_length: int = 128, num_layers: int = 0,
     return out, dict(cached=True, seconds=time.perf_counter() - t,
                      path=path, items=len(texts) - 1)
   if enc is None:
-    enc = text_encoder.TextEncoder.pretrained(
-        max_length=max_length, num_layers=num_layers or None,
+    enc = text_encoder.TextEncoder(
+        folder, max_length=max_length, num_layers=num_layers or None,
         random_init=random_init)
   t = time.perf_counter()
   vecs = enc.embed(texts[1:], batch_size=batch_size, progress=True)

@@ -156,6 +156,20 @@ def _sha256(path: str) -> str:
   return h.hexdigest()
 
 
+_IDS = {}
+
+
+def weights_id(folder: str) -> str:
+  """sha256 of the folder's model.safetensors (memoised by size and
+  mtime): what the embedding cache is keyed by."""
+  path = os.path.join(folder, 'model.safetensors')
+  st = os.stat(path)
+  key = (os.path.abspath(path), st.st_size, st.st_mtime_ns)
+  if key not in _IDS:
+    _IDS[key] = _sha256(path)
+  return _IDS[key]
+
+
 def _complete(folder: str) -> bool:
   return all(os.path.exists(os.path.join(folder, f)) for f in FILES)
 
@@ -282,6 +296,12 @@ def load_weights(model: Bert, path: str, num_layers: int) -> None:
 # -------------------------------------------------------------- encoder ---
 
 
+def encoder_id(folder: str, *, random_init: bool, num_layers: int,
+               max_length: int) -> str:
+  init = 'random' if random_init else weights_id(folder)[:12]
+  return f'{MODEL_NAME}-{init}-l{num_layers}-t{max_length}'
+
+
 class TextEncoder:
   """Tokenizer + BERT + mean pooling: texts -> L2-normalised vectors."""
 
@@ -315,8 +335,8 @@ class TextEncoder:
   @property
   def model_id(self) -> str:
     """Identifies the weights (for caches): name, init, layers, length."""
-    init = 'random' if self.random_init else WEIGHTS_SHA256[:12]
-    return (f'{MODEL_NAME}-{init}-l{self.num_layers}-t{self.max_length}')
+    return encoder_id(self.folder, random_init=self.random_init,
+                      num_layers=self.num_layers, max_length=self.max_length)
 
   def _forward(self, params, ids, mask):
     model = nnx.merge(self.graphdef, params)

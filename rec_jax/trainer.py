@@ -45,7 +45,8 @@ def fill_text_features(config, ds, params, shardings):
     return params
   from rec_jax import item_text  # pylint: disable=g-import-not-at-top
   feats, stats = item_text.item_embeddings(
-      ds, max_length=config.model.get('text_max_length', 128),
+      ds, model_path=config.model.get('text_model', ''),
+      max_length=config.model.get('text_max_length', 128),
       num_layers=config.model.get('text_layers', 0),
       random_init=config.model.get('text_random_init', False))
   target = params['encoder']['text']['features']
