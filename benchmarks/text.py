@@ -13,6 +13,13 @@ reused when finished):
                                                random initialisation)
   cold_ids     text=false, cold_fraction=0.1  test_cold: items never seen
   cold_text    text=true inductive, cold 0.1  in training
+  text_dapt    text=true with the text encoder first adapted by masked
+               language modelling on the items' text (rec_jax.text_mlm,
+               --mlm_steps)
+  inductive    text=true inductive, pretrain=false   } cross-domain: the
+  cross        the same, initialised from a text      } same fine-tune with
+               inductive encoder pretrained on        } and without
+               --source (ml-1m titles and genres)     } pretraining elsewhere
 Writes benchmarks/results/text.{md,json}.
 """
 
@@ -39,11 +46,48 @@ RUNS = {
     'cold_ids': ('text=false', ['--config.data.cold_fraction=0.1']),
     'cold_text': ('text=true', ['--config.data.cold_fraction=0.1',
                                 '--config.model.text_mode=inductive']),
+    'text_dapt': ('text=true', ['--config.model.text_model={dapt}']),
+    'inductive': ('text=true,pretrain=false',
+                  ['--config.model.text_mode=inductive']),
+    'cross': ('text=true,pretrain=false',
+              ['--config.model.text_mode=inductive',
+               '--config.init_from.path={source}',
+               '--config.init_from.allow_mismatch=encoder/item_embed']),
 }
+OPTIONS = {}
+
+
+def _subprocess(cmd):
+  print('+', ' '.join(cmd), flush=True)
+  subprocess.run(cmd, cwd=REPO, check=True)
+
+
+def dapt_folder(dataset, root):
+  out = os.path.join(root, f'minilm_mlm_{dataset}')
+  if not os.path.exists(os.path.join(out, 'adaptation.json')):
+    _subprocess([sys.executable, '-m', 'rec_jax.text_mlm',
+                 f'--config=configs/recommended.py:dataset={dataset}',
+                 f'--out={out}', f'--steps={OPTIONS["mlm_steps"]}'])
+  return out
+
+
+def source_pretrain(seed, root):
+  source = OPTIONS['source']
+  workdir = os.path.join(root, f'source_{source}_s{seed}')
+  if not os.path.exists(os.path.join(workdir, 'pretrain', 'summary.json')):
+    _subprocess([sys.executable, '-m', 'rec_jax.main',
+                 f'--config=configs/recommended.py:dataset={source},'
+                 f'seed={seed},text=true', f'--workdir={workdir}',
+                 '--stage=pretrain', '--config.model.text_mode=inductive'])
+  return os.path.join(workdir, 'pretrain')
 
 
 def run(name, seed, root, dataset):
   arg, extra = RUNS[name]
+  if name == 'text_dapt':
+    extra = [e.format(dapt=dapt_folder(dataset, root)) for e in extra]
+  if name == 'cross':
+    extra = [e.format(source=source_pretrain(seed, root)) for e in extra]
   workdir = os.path.join(root, f'{name}_{dataset}_s{seed}')
   results = os.path.join(workdir, 'results.json')
   if not os.path.exists(results):
@@ -98,11 +142,14 @@ def main():
   p.add_argument('--runs', default=','.join(RUNS))
   p.add_argument('--workroot', default=os.path.join(REPO, 'benchmarks',
                                                     'work', 'text'))
+  p.add_argument('--mlm_steps', type=int, default=300)
+  p.add_argument('--source', default='ml-1m')
   p.add_argument('--out', default=os.path.join(REPO, 'benchmarks', 'results',
                                                'text'))
   args = p.parse_args()
   seeds = [int(s) for s in args.seeds.split(',')]
   names = args.runs.split(',')
+  OPTIONS.update(mlm_steps=args.mlm_steps, source=args.source)
   speed = throughput(args.dataset)
   res = {n: [run(n, s, args.workroot, args.dataset) for s in seeds]
          for n in names}

@@ -280,14 +280,16 @@ def run(config, workdir: str, init_from: str | None = None) -> dict:
                  workdir, ckpt.latest_step(), meta['epoch'], meta['index'])
   else:
     params = init_params(config, ds.num_items, mesh, param_sh, config.seed)
-    params = trainer.fill_text_features(config, ds, params, param_sh)
     meta = trainer.fresh_meta()
     if init_path:
       allow = [p for p in config.init_from.allow_mismatch.split(',') if p]
       allow += list(peft.ADDED)  # method parameters start fresh.
+      allow += list(peft.CONSTANT)  # data, e.g. another catalog's texts.
       params, meta['init_from'] = bridge.init_subtree(
           init_path, params, param_sh, subtree=config.init_from.subtree,
           allow_mismatch=allow)
+    # This dataset's item texts, also over a checkpoint from another one.
+    params = trainer.fill_text_features(config, ds, params, param_sh)
     state = trainer.init_state(tx, params, state_sh, mesh)
     with open(os.path.join(workdir, 'config.json'), 'w',
               encoding='utf-8') as f:
