@@ -56,6 +56,7 @@ class SequenceEncoder(nnx.Module):
                dropout_rate: float = 0.0, attention_dropout_rate: float = 0.0,
                vocab_multiple: int = 128, dtype: str = 'float32',
                remat: bool = False, text_dim: int = 0,
+               lora_table_rank: int = 0,
                text_mode: str = 'transductive', text_experts: int = 4,
                peft: layers.Peft = layers.NO_PEFT, rngs: nnx.Rngs):
     self.num_items = num_items
@@ -70,6 +71,15 @@ class SequenceEncoder(nnx.Module):
         ('vocab', 'embed'))
     self.pos_embed = layers.param(rngs.params(), (max_len, embed_dim),
                                   ('seq', 'embed'))
+    if lora_table_rank:
+      # LoRA on the item table: E + s * A B with A [V, r] (zero at start)
+      # and B [r, D]: every item can move, at r parameters per item.
+      self.lora_scale = peft.lora_scale
+      self.lora_item_embed_a = layers.param(
+          None, (self.item_embed.shape[0], lora_table_rank),
+          ('vocab', 'lora'), nnx.initializers.zeros_init())
+      self.lora_item_embed_b = layers.param(
+          rngs.params(), (lora_table_rank, embed_dim), ('lora', 'embed'))
     if text_mode not in ('transductive', 'inductive'):
       raise ValueError(f"model.text_mode={text_mode!r}: expected "
                        "'transductive' (text + ID) or 'inductive' (text)")
@@ -134,6 +144,9 @@ class SequenceEncoder(nnx.Module):
     unseen in training is represented as well as any other; the ID table
     then only holds [MASK])."""
     ids = self.item_embed[...]
+    if hasattr(self, 'lora_item_embed_a'):
+      ids = ids + self.lora_scale * (self.lora_item_embed_a[...]
+                                     @ self.lora_item_embed_b[...])
     if not hasattr(self, 'text'):
       return ids
     text = self.text(self.dtype).astype(ids.dtype)
@@ -275,6 +288,7 @@ def encoder_kwargs(model_cfg, num_items: int) -> dict:
       vocab_multiple=model_cfg.vocab_multiple, dtype=model_cfg.dtype,
       remat=model_cfg.get('remat', False),
       text_dim=model_cfg.get('text_dim', 0),
+      lora_table_rank=model_cfg.get('lora_table_rank', 0),
       text_mode=model_cfg.get('text_mode', 'transductive'),
       text_experts=model_cfg.get('text_experts', 4),
       peft=layers.Peft(
