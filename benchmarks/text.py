@@ -84,11 +84,18 @@ def source_pretrain(seed, root):
 
 def run(name, seed, root, dataset):
   arg, extra = RUNS[name]
+  if OPTIONS['arg']:
+    have = {a.split('=')[0] for a in arg.split(',')}
+    arg = ','.join([arg] + [a for a in OPTIONS['arg'].split(',')
+                            if a.split('=')[0] not in have])
+    name_tag = f'{name}-{OPTIONS["arg"].replace("=", "").replace(",", "-")}'
+  else:
+    name_tag = name
   if name == 'text_dapt':
     extra = [e.format(dapt=dapt_folder(dataset, root)) for e in extra]
   if name == 'cross':
     extra = [e.format(source=source_pretrain(seed, root)) for e in extra]
-  workdir = os.path.join(root, f'{name}_{dataset}_s{seed}')
+  workdir = os.path.join(root, f'{name_tag}_{dataset}_s{seed}')
   results = os.path.join(workdir, 'results.json')
   if not os.path.exists(results):
     cmd = [sys.executable, '-m', 'rec_jax.main',
@@ -144,12 +151,18 @@ def main():
                                                     'work', 'text'))
   p.add_argument('--mlm_steps', type=int, default=300)
   p.add_argument('--source', default='ml-1m')
-  p.add_argument('--out', default=os.path.join(REPO, 'benchmarks', 'results',
-                                               'text'))
+  p.add_argument('--arg', default='',
+                 help="appended to every arg string, e.g. 'pretrain=false'")
+  p.add_argument('--out', default='', help='default benchmarks/results/'
+                 'text (text_<arg> with --arg)')
   args = p.parse_args()
   seeds = [int(s) for s in args.seeds.split(',')]
   names = args.runs.split(',')
-  OPTIONS.update(mlm_steps=args.mlm_steps, source=args.source)
+  OPTIONS.update(mlm_steps=args.mlm_steps, source=args.source, arg=args.arg)
+  if not args.out:
+    tag = args.arg.replace('=', '').replace(',', '-')
+    args.out = os.path.join(REPO, 'benchmarks', 'results',
+                            'text' + (f'_{tag}' if tag else ''))
   speed = throughput(args.dataset)
   res = {n: [run(n, s, args.workroot, args.dataset) for s in seeds]
          for n in names}
@@ -171,8 +184,10 @@ def main():
   lines = [f'# Text-aware items on {args.dataset} '
            f'({datetime.date.today()})', '',
            f'`REC_JAX_DATA_DIR=../shared/data {cmd}` on {platform.machine()} '
-           f'({os.cpu_count()} CPU cores). configs/recommended.py (pretrain '
-           'then fine-tune), test metrics, full ranking, history excluded.',
+           f'({os.cpu_count()} CPU cores). configs/recommended.py'
+           + (f' with `{args.arg}`' if args.arg else ' (pretrain then '
+              'fine-tune)') + ', test metrics, full ranking, history '
+           'excluded.',
            '', '| run | seeds | test NDCG@10 | test HR@10 | cold NDCG@10 '
            '| cold HR@10 | minutes |', '|---|---|---|---|---|---|---|']
   for r in rows:
