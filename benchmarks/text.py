@@ -125,6 +125,13 @@ def throughput(dataset):
     load_s = time.perf_counter() - t
     _, first = item_text.item_embeddings(ds, encoder=enc)
     _, second = item_text.item_embeddings(ds, encoder=enc)
+    # The runs below read the same embeddings from the real cache.
+    if old is not None:
+      real = os.path.join(old, 'text_embeddings',
+                          os.path.basename(first['path']))
+      os.makedirs(os.path.dirname(real), exist_ok=True)
+      if not os.path.exists(real):
+        shutil.copy(first['path'], real)
   finally:
     if old is None:
       os.environ.pop('REC_JAX_CACHE_DIR', None)
