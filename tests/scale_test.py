@@ -14,7 +14,7 @@ from rec_jax import sharding
 from rec_jax.data import pipeline
 import conftest
 
-LAYOUTS = [(1, 1, 1), (8, 1, 1), (4, 1, 2), (2, 2, 2), (1, 1, 8), (2, 4, 1)]
+LAYOUTS = [(1, 1, 1), (8, 1, 1), (2, 2, 2), (1, 1, 8), (2, 4, 1)]
 
 
 def _mesh(data, fsdp, model):
@@ -22,10 +22,8 @@ def _mesh(data, fsdp, model):
       dict(data=data, fsdp=fsdp, model=model)))
 
 
-@pytest.mark.parametrize('layout,chunk', [((1, 1, 1), 32), ((1, 1, 1), 100),
-                                          ((8, 1, 1), 0), ((4, 1, 2), 0),
-                                          ((2, 1, 4), 32), ((1, 2, 4), 24),
-                                          ((1, 1, 8), 0)])
+@pytest.mark.parametrize('layout,chunk', [((1, 1, 1), 100), ((4, 1, 2), 0),
+                                          ((1, 2, 4), 24), ((1, 1, 8), 0)])
 def test_sharded_and_chunked_ce_equal_dense(layout, chunk):
   rng = np.random.default_rng(0)
   v, d, n = 256, 16, 60
