@@ -110,6 +110,7 @@ def model_config(*, causal: bool, max_len: int = 50, embed_dim: int = 64,
       # Fine-tuning methods (rec_jax.peft); 0 / 'none' = off.
       lora_rank=0, lora_alpha=0.0, prefix_len=0, adapter_dim=0,
       lora_table_rank=0,   # LoRA on the item table (finetune=lora sets 2)
+      lora_table_init=0.02,  # std of its B factor (A starts at zero)
       head='none',
       rating_head=False,   # task=rating.
       # Item text (rec_jax.item_text, text_encoder): 0 = off; `text=true`

@@ -56,7 +56,7 @@ class SequenceEncoder(nnx.Module):
                dropout_rate: float = 0.0, attention_dropout_rate: float = 0.0,
                vocab_multiple: int = 128, dtype: str = 'float32',
                remat: bool = False, text_dim: int = 0,
-               lora_table_rank: int = 0,
+               lora_table_rank: int = 0, lora_table_init: float = 0.02,
                text_mode: str = 'transductive', text_experts: int = 4,
                peft: layers.Peft = layers.NO_PEFT, rngs: nnx.Rngs):
     self.num_items = num_items
@@ -79,7 +79,8 @@ class SequenceEncoder(nnx.Module):
           None, (self.item_embed.shape[0], lora_table_rank),
           ('vocab', 'lora'), nnx.initializers.zeros_init())
       self.lora_item_embed_b = layers.param(
-          rngs.params(), (lora_table_rank, embed_dim), ('lora', 'embed'))
+          rngs.params(), (lora_table_rank, embed_dim), ('lora', 'embed'),
+          nnx.initializers.normal(lora_table_init))
     if text_mode not in ('transductive', 'inductive'):
       raise ValueError(f"model.text_mode={text_mode!r}: expected "
                        "'transductive' (text + ID) or 'inductive' (text)")
@@ -289,6 +290,7 @@ def encoder_kwargs(model_cfg, num_items: int) -> dict:
       remat=model_cfg.get('remat', False),
       text_dim=model_cfg.get('text_dim', 0),
       lora_table_rank=model_cfg.get('lora_table_rank', 0),
+      lora_table_init=model_cfg.get('lora_table_init', 0.02),
       text_mode=model_cfg.get('text_mode', 'transductive'),
       text_experts=model_cfg.get('text_experts', 4),
       peft=layers.Peft(
