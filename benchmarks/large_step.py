@@ -75,12 +75,9 @@ def main():
 
   planned = plan.plan(config)  # compiles once; also gives the FLOP count.
   mesh = sharding.make_mesh(config.mesh)
-  graphdef, abs_params, param_sh = finetune.abstract_model(
-      config, args.items, mesh)
-  params = finetune.init_params(config, args.items, mesh, param_sh, 0)
   tx = optax.adam(1e-3)
-  _, state_sh = finetune.state_shardings(tx, abs_params, param_sh, mesh)
-  state = finetune.init_state(tx, params, state_sh, mesh)
+  graphdef, _, state, state_sh = finetune.fresh_state(config, args.items,
+                                                      mesh, tx)
   step = finetune.jit_train_step(config.finetune, graphdef, tx, state_sh,
                                  mesh, args.items)
   rng = np.random.default_rng(0)

@@ -42,6 +42,7 @@ import numpy as np
 
 from rec_jax import checkpoints
 from rec_jax import finetune
+from rec_jax import metrics
 from rec_jax import sharding
 from rec_jax import trainer
 
@@ -65,8 +66,8 @@ def load_config(stage: str) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(json.load(f))
 
 
-def recommend_fn(graphdef, treedef, *, num_items: int, max_len: int,
-                 mask_id: int | None, k_max: int):
+def recommend_fn(graphdef, treedef, *, max_len: int, mask_id: int | None,
+                 k_max: int):
   """The function that gets exported (see the module docstring)."""
 
   def recommend(leaves, history, exclude):
@@ -83,13 +84,12 @@ def recommend_fn(graphdef, treedef, *, num_items: int, max_len: int,
     segment_ids = (inputs != 0).astype(jnp.int32)
     hidden = model(inputs, positions, segment_ids)[:, -1]
     scores = model.encoder.item_logits(hidden)  # [B, V], non-items -inf.
-    rows = jnp.arange(exclude.shape[0])[:, None]
-    drop = jnp.zeros(scores.shape, bool).at[rows, exclude].set(True)
-    scores = jnp.where(drop, -jnp.inf, scores)
-    top_scores, top_items = jax.lax.top_k(scores, k_max)
+    # Keep-id 0 is padding (already -inf): every listed item is dropped.
+    scores = metrics.exclude(scores, exclude,
+                             jnp.zeros(exclude.shape[:1], jnp.int32))
+    top_scores, top_items = metrics.top_k(scores, k_max)
     return top_items.astype(jnp.int32), top_scores
 
-  del num_items
   return recommend
 
 
@@ -123,8 +123,8 @@ def export(workdir: str, out: str | None = None, *, k_max: int = 0,
     raise ValueError(f'k_max={k_max}: expected 1..{ds.num_items} (the '
                      'catalog size)')
   exclude_len = exclude_len or max(200, 4 * max_len)
-  fn = recommend_fn(graphdef, treedef, num_items=ds.num_items,
-                    max_len=max_len, mask_id=mask_id, k_max=k_max)
+  fn = recommend_fn(graphdef, treedef, max_len=max_len, mask_id=mask_id,
+                    k_max=k_max)
   b, width = jax_export.symbolic_shape('b, l')
   exported = jax_export.export(jax.jit(fn))(
       [jax.ShapeDtypeStruct(x.shape, x.dtype) for x in leaves],

@@ -51,6 +51,16 @@ def init_params(config, num_items: int, mesh, shardings, seed: int):
                              shardings, seed)
 
 
+def fresh_state(config, num_items: int, mesh, tx, seed: int = 0):
+  """(graphdef, abstract params, train state, state shardings) of a fresh
+  model on `mesh` with optimizer `tx` (tests, benchmarks)."""
+  graphdef, abs_params, param_sh = abstract_model(config, num_items, mesh)
+  params = init_params(config, num_items, mesh, param_sh, seed)
+  _, state_sh = trainer.state_shardings(tx, abs_params, param_sh, mesh)
+  return graphdef, abs_params, trainer.init_state(tx, params, state_sh,
+                                                  mesh), state_sh
+
+
 # ----------------------------------------------------------------- step ----
 
 

@@ -28,12 +28,9 @@ def test_step_lowers_loss_and_does_not_retrace():
   config = smoke_config(data=4, model=2)
   ds, split = finetune.load_data(config)
   mesh = sharding.make_mesh(config.mesh)
-  graphdef, abs_params, param_sh = finetune.abstract_model(
-      config, ds.num_items, mesh)
-  params = finetune.init_params(config, ds.num_items, mesh, param_sh, 0)
   tx = optax.adam(1e-2)
-  _, state_sh = finetune.state_shardings(tx, abs_params, param_sh, mesh)
-  state = finetune.init_state(tx, params, state_sh, mesh)
+  graphdef, abs_params, state, state_sh = finetune.fresh_state(
+      config, ds.num_items, mesh, tx)
   seg = pipeline.make_segments(split.train, config.model.max_len, shift=True)
   stream = pipeline.TrainStream(seg, batch_size=8,
                                 max_len=config.model.max_len, seed=0)

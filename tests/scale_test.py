@@ -64,12 +64,9 @@ def _one_step(config, batch_np, mesh_layout=(1, 1, 1), steps=1):
   config.mesh.update(dict(zip(('data', 'fsdp', 'model'), mesh_layout)))
   ds, _ = finetune.load_data(config)
   mesh = sharding.make_mesh(config.mesh)
-  graphdef, abs_params, param_sh = finetune.abstract_model(
-      config, ds.num_items, mesh)
-  params = finetune.init_params(config, ds.num_items, mesh, param_sh, 0)
   tx = optax.adam(1e-2)
-  _, state_sh = finetune.state_shardings(tx, abs_params, param_sh, mesh)
-  state = finetune.init_state(tx, params, state_sh, mesh)
+  graphdef, abs_params, state, state_sh = finetune.fresh_state(
+      config, ds.num_items, mesh, tx)
   log_q = None
   if config.finetune.sampler != 'uniform':
     counts = np.bincount(np.asarray(batch_np['targets']).ravel(),
