@@ -31,6 +31,8 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import baselines  # pylint: disable=g-import-not-at-top,wrong-import-position
 
+import common
+
 REPO = baselines.REPO
 METRICS = ('hr@5', 'hr@10', 'hr@20', 'ndcg@5', 'ndcg@10', 'ndcg@20', 'mrr')
 # Best published full-ranking test NDCG@10 on these exact files (issue 3).
@@ -134,9 +136,7 @@ def markdown(rows, cmd):
 
 
 def plot(rows, path):
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  plt = common.pyplot()
   datasets = sorted({r['dataset'] for r in rows})
   fig, axes = plt.subplots(1, len(datasets), figsize=(4 * len(datasets), 3.2),
                            squeeze=False)

@@ -23,6 +23,9 @@ import time
 
 import numpy as np
 
+import common
+from common import mean_std
+
 # Published full-ranking NDCG@10 for these exact files (S3-Rec line of work,
 # as quoted in the foundation issue).
 PUBLISHED = {
@@ -30,7 +33,7 @@ PUBLISHED = {
     ('sasrec', 'toys'): 0.0374, ('bert4rec', 'toys'): 0.0099,
     ('sasrec', 'lastfm'): 0.0390, ('bert4rec', 'lastfm'): 0.0337,
 }
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = common.REPO
 
 
 def run_one(model, dataset, seed, workroot, overrides, only_finished=False,
@@ -66,9 +69,7 @@ def run_one(model, dataset, seed, workroot, overrides, only_finished=False,
 
 def plot_curves(runs, path):
   """Validation NDCG@10 per epoch of every run, one panel per dataset."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  plt = common.pyplot()
   datasets = sorted({d for d, _, _ in runs})
   fig, axes = plt.subplots(1, len(datasets), figsize=(4 * len(datasets), 3),
                            squeeze=False)
@@ -88,13 +89,6 @@ def plot_curves(runs, path):
     ax.legend(fontsize=7)
   fig.tight_layout()
   fig.savefig(path, dpi=100)
-
-
-def fmt(values):
-  values = np.asarray(values)
-  if len(values) == 1:
-    return f'{values[0]:.4f}'
-  return f'{values.mean():.4f} ± {values.std(ddof=1):.4f}'
 
 
 def main():
@@ -128,10 +122,10 @@ def main():
       sampled = [r['test_sampled']['ndcg@10'] for r in res
                  if 'test_sampled' in r]
       rows.append(
-          f'| {dataset} | {model} | {len(res)} | {fmt(test("ndcg@10"))} | '
-          f'{fmt(test("hr@10"))} | {fmt(test("ndcg@20"))} | '
-          f'{fmt(test("hr@20"))} | {fmt(test("mrr"))} | '
-          f'{fmt(sampled) if sampled else "–"} | '
+          f'| {dataset} | {model} | {len(res)} | {mean_std(test("ndcg@10"))} | '
+          f'{mean_std(test("hr@10"))} | {mean_std(test("ndcg@20"))} | '
+          f'{mean_std(test("hr@20"))} | {mean_std(test("mrr"))} | '
+          f'{mean_std(sampled) if sampled else "–"} | '
           f'{pub if pub else "–"} | '
           f'{np.mean([r["epochs"] for r in res]):.0f} | '
           f'{np.mean([r["seconds_per_epoch"] for r in res]):.1f} | '

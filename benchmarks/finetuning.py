@@ -28,7 +28,10 @@ import time
 
 import numpy as np
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import common
+from common import mean_std
+
+REPO = common.REPO
 ARG = ['']  # ',smoke' etc., appended to every arg string.
 
 
@@ -79,11 +82,6 @@ def pretrained(recipe, dataset, seed, root, arg=''):
   return os.path.join(workdir, 'pretrain')
 
 
-def fmt(v):
-  v = np.asarray(v, np.float64)
-  return f'{v.mean():.4f}' + (f' ± {v.std(ddof=1):.4f}' if len(v) > 1 else '')
-
-
 def methods_study(args, seeds, root):
   rows = []
   for d in args.datasets.split(','):
@@ -111,7 +109,7 @@ def methods_study(args, seeds, root):
            if full else '–')
     lines.append(
         f'| {r["dataset"]} | {r["method"]} | {r["seeds"]} | '
-        f'{fmt(r["ndcg10"])} | {rel} | {r["trainable"]:,} | '
+        f'{mean_std(r["ndcg10"])} | {rel} | {r["trainable"]:,} | '
         f'{100 * r["trainable"] / r["total"]:.2f}% | {r["minutes"]:.1f} | '
         f'{r["peak_mb"]:.0f} |')
   return rows, '\n'.join(lines)
@@ -143,15 +141,14 @@ def fraction_study(args, seeds, root):
                and r['init'] == 'pretrained')
       s = next(r for r in rows if r['dataset'] == d and r['fraction'] == f
                and r['init'] == 'scratch')
-      lines.append(f'| {d} | {f:g} | {fmt(p["ndcg10"])} | {fmt(s["ndcg10"])} '
+      lines.append(f'| {d} | {f:g} | {mean_std(p["ndcg10"])} | '
+                   f'{mean_std(s["ndcg10"])} '
                    f'| {np.mean(p["ndcg10"]) / np.mean(s["ndcg10"]):.2f}x |')
   return rows, '\n'.join(lines)
 
 
 def plot_fractions(rows, path):
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  plt = common.pyplot()
   datasets = sorted({r['dataset'] for r in rows})
   fig, axes = plt.subplots(1, len(datasets), figsize=(4 * len(datasets), 3),
                            squeeze=False)

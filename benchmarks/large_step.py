@@ -22,7 +22,9 @@ import time
 
 import numpy as np
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import common
+
+REPO = common.REPO
 sys.path.insert(0, REPO)
 
 # Peak dense bfloat16 FLOP/s per device (vendor figures).

@@ -26,7 +26,9 @@ import urllib.request
 
 import numpy as np
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import common
+
+REPO = common.REPO
 sys.path.insert(0, REPO)
 
 

@@ -23,7 +23,9 @@ import subprocess
 import sys
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import common
+
+REPO = common.REPO
 RECBOLE_PY = os.path.join(REPO, 'benchmarks', '.venv-recbole', 'bin',
                           'python')
 

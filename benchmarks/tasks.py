@@ -22,7 +22,10 @@ import sys
 
 import numpy as np
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import common
+from common import mean_std
+
+REPO = common.REPO
 TASKS = {'ctr': ('ml-1m', 'auc', 'popularity'),
          'rating': ('ml-100k', 'rmse', None)}
 
@@ -43,11 +46,6 @@ def run(task, seed, pretrain, root, ctr_epochs):
     subprocess.run(cmd, cwd=REPO, check=True)
   with open(results, encoding='utf-8') as f:
     return json.load(f)
-
-
-def fmt(v):
-  v = np.asarray(v, np.float64)
-  return f'{v.mean():.4f}' + (f' ± {v.std(ddof=1):.4f}' if len(v) > 1 else '')
 
 
 def main():
@@ -87,10 +85,10 @@ def main():
            '|---|---|---|---|---|---|---|---|---|']
   for r in rows:
     base = ', '.join(f'{k} {v:.4f}' for k, v in r['baselines'].items())
-    others = '; '.join(f'{k} {fmt(v)}' for k, v in r['other'].items()
+    others = '; '.join(f'{k} {mean_std(v)}' for k, v in r['other'].items()
                        if k != r['metric'])
     lines.append(f'| {r["task"]} | {r["dataset"]} | {r["pretrain"]} | '
-                 f'{r["seeds"]} | {r["metric"]} | {fmt(r["model"])} '
+                 f'{r["seeds"]} | {r["metric"]} | {mean_std(r["model"])} '
                  f'({others}) | {base} | {r["best_baseline"]} | '
                  f'{100 * r["change"]:+.1f}% |')
   lines += ['', 'ctr negatives are drawn by popularity, so the popularity '

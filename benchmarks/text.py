@@ -36,7 +36,10 @@ import time
 
 import numpy as np
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import common
+from common import mean_std
+
+REPO = common.REPO
 sys.path.insert(0, REPO)
 
 RUNS = {
@@ -144,11 +147,6 @@ def throughput(dataset):
               saved_s=first['seconds'] + load_s - second['seconds'])
 
 
-def fmt(values):
-  v = np.asarray(values, np.float64)
-  return f'{v.mean():.4f}' + (f' ± {v.std(ddof=1):.4f}' if len(v) > 1 else '')
-
-
 def main():
   p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   p.add_argument('--dataset', default='scientific')
@@ -206,10 +204,10 @@ def main():
            '', '| run | seeds | test NDCG@10 | test HR@10 | cold NDCG@10 '
            '| cold HR@10 | minutes |', '|---|---|---|---|---|---|---|']
   for r in rows:
-    cold = (fmt(r['cold_ndcg10']), fmt(r['cold_hr10'])) if (
+    cold = (mean_std(r['cold_ndcg10']), mean_std(r['cold_hr10'])) if (
         'cold_ndcg10' in r) else ('–', '–')
-    lines.append(f'| {r["run"]} | {r["seeds"]} | {fmt(r["ndcg10"])} | '
-                 f'{fmt(r["hr10"])} | {cold[0]} | {cold[1]} | '
+    lines.append(f'| {r["run"]} | {r["seeds"]} | {mean_std(r["ndcg10"])} | '
+                 f'{mean_std(r["hr10"])} | {cold[0]} | {cold[1]} | '
                  f'{r["minutes"]:.1f} |')
   cold_rows = [r for r in rows if 'cold_users' in r]
   if cold_rows:

@@ -101,11 +101,7 @@ def main(argv):
 _FLAGS = {}
 
 if __name__ == '__main__':
-  _FLAGS['workdir'] = flags.DEFINE_string(
-      'workdir', None, 'A trained rec_jax.main workdir (its export/ is used, '
-      'written first when missing).')
-  _FLAGS['artifact'] = flags.DEFINE_string(
-      'artifact', None, 'An artifact directory from rec_jax.export.')
+  serve.define_artifact_flags(_FLAGS, 'scores with')
   _FLAGS['history'] = flags.DEFINE_enum(
       'history', 'full', ['full', 'test', 'valid'],
       'What each list follows.')

@@ -366,6 +366,16 @@ def make_app(service: Service) -> Starlette:
       lifespan=contextlib.asynccontextmanager(lifespan))
 
 
+def define_artifact_flags(registry: dict, use: str) -> None:
+  """--workdir / --artifact (exactly one is given; see resolve_artifact),
+  stored in `registry`; `use` says what the workdir's export is for."""
+  registry['workdir'] = flags.DEFINE_string(
+      'workdir', None, f'A trained rec_jax.main workdir ({use} its '
+      'export/, written first when missing).')
+  registry['artifact'] = flags.DEFINE_string(
+      'artifact', None, 'An artifact directory from rec_jax.export.')
+
+
 def resolve_artifact(workdir: str | None, artifact: str | None) -> str:
   """The artifact to serve: --artifact, or <workdir>/export (exported from
   the workdir's best checkpoint when missing)."""
@@ -405,11 +415,7 @@ def main(argv):
 _FLAGS = {}
 
 if __name__ == '__main__':
-  _FLAGS['workdir'] = flags.DEFINE_string(
-      'workdir', None, 'A trained rec_jax.main workdir (served from its '
-      'export/, written first when missing).')
-  _FLAGS['artifact'] = flags.DEFINE_string(
-      'artifact', None, 'An artifact directory from rec_jax.export.')
+  define_artifact_flags(_FLAGS, 'served from')
   _FLAGS['host'] = flags.DEFINE_string('host', '127.0.0.1', 'Bind address.')
   _FLAGS['port'] = flags.DEFINE_integer('port', 8000, 'Port.')
   _FLAGS['batch_window_ms'] = flags.DEFINE_float(
