@@ -87,6 +87,8 @@ def source_pretrain(seed, root):
 
 def run(name, seed, root, dataset):
   arg, extra = RUNS[name]
+  if OPTIONS['only_finished']:
+    extra = []  # nothing will be launched.
   if OPTIONS['arg']:
     have = {a.split('=')[0] for a in arg.split(',')}
     arg = ','.join([arg] + [a for a in OPTIONS['arg'].split(',')
@@ -94,12 +96,14 @@ def run(name, seed, root, dataset):
     name_tag = f'{name}-{OPTIONS["arg"].replace("=", "").replace(",", "-")}'
   else:
     name_tag = name
-  if name == 'text_dapt':
+  if name == 'text_dapt' and extra:
     extra = [e.format(dapt=dapt_folder(dataset, root)) for e in extra]
-  if name == 'cross':
+  if name == 'cross' and extra:
     extra = [e.format(source=source_pretrain(seed, root)) for e in extra]
   workdir = os.path.join(root, f'{name_tag}_{dataset}_s{seed}')
   results = os.path.join(workdir, 'results.json')
+  if OPTIONS['only_finished'] and not os.path.exists(results):
+    return None
   if not os.path.exists(results):
     cmd = [sys.executable, '-m', 'rec_jax.main',
            f'--config=configs/recommended.py:dataset={dataset},seed={seed},'
@@ -160,10 +164,13 @@ def main():
                  help="appended to every arg string, e.g. 'pretrain=false'")
   p.add_argument('--out', default='', help='default benchmarks/results/'
                  'text (text_<arg> with --arg)')
+  p.add_argument('--only_finished', action='store_true',
+                 help='tabulate the finished runs, launch nothing')
   args = p.parse_args()
   seeds = [int(s) for s in args.seeds.split(',')]
   names = args.runs.split(',')
-  OPTIONS.update(mlm_steps=args.mlm_steps, source=args.source, arg=args.arg)
+  OPTIONS.update(mlm_steps=args.mlm_steps, source=args.source, arg=args.arg,
+                 only_finished=args.only_finished)
   if not args.out:
     tag = args.arg.replace('=', '').replace(',', '-')
     args.out = os.path.join(REPO, 'benchmarks', 'results',
@@ -177,12 +184,15 @@ def main():
     os.makedirs(args.workroot, exist_ok=True)
     with open(saved, 'w', encoding='utf-8') as f:
       json.dump(speed, f)
-  res = {n: [run(n, s, args.workroot, args.dataset) for s in seeds]
+  res = {n: {s: run(n, s, args.workroot, args.dataset) for s in seeds}
          for n in names}
+  res = {n: {s: r for s, r in v.items() if r is not None}
+         for n, v in res.items()}
+  names = [n for n in names if res[n]]
   rows = []
   for n in names:
-    rs = res[n]
-    row = dict(run=n, seeds=len(rs),
+    rs = list(res[n].values())
+    row = dict(run=n, seeds=len(rs), seed_list=list(res[n]),
                ndcg10=[r['test']['ndcg@10'] for r in rs],
                hr10=[r['test']['hr@10'] for r in rs],
                minutes=float(np.mean([r['train_seconds'] + r.get(
@@ -216,6 +226,7 @@ def main():
               'never occurs in training; a random ranking of the '
               f'{r["num_items"]} items gives NDCG@10 about '
               f'{_random_ndcg(r["num_items"]):.4f}.']
+  lines += comparisons(res)
   lines += ['', f'Text encoder (all-MiniLM-L6-v2 in our Flax BERT): '
             f'{speed["items"]} item texts embedded at '
             f'{speed["items_per_s"]:.0f} items/s ({speed["embed_s"]:.1f} s, '
@@ -223,12 +234,74 @@ def main():
             f'from the cache: {speed["cache_load_s"] * 1000:.1f} ms '
             f'(saves {speed["saved_s"]:.1f} s per run).', '']
   os.makedirs(os.path.dirname(args.out), exist_ok=True)
+  plot(rows, args.out + '.png')
+  lines += [f'![test NDCG@10 by run]({os.path.basename(args.out)}.png)', '']
   with open(args.out + '.md', 'w', encoding='utf-8') as f:
     f.write('\n'.join(lines))
   with open(args.out + '.json', 'w', encoding='utf-8') as f:
     json.dump(dict(date=str(datetime.date.today()), command=cmd, rows=rows,
                    throughput=speed), f, indent=2)
   print('\n'.join(lines))
+
+
+# (run, baseline, what the comparison asks), metric 'test' or 'test_cold'.
+COMPARISONS = (
+    ('text', 'ids', 'test', 'item text (ID + text) vs IDs only'),
+    ('text', 'text_random', 'test', 'pretrained language model vs the same '
+     'encoder from random initialisation'),
+    ('text_dapt', 'text_random', 'test', 'pretrained + domain-adaptive MLM '
+     'vs random initialisation'),
+    ('text_dapt', 'text', 'test', 'domain-adaptive MLM vs none'),
+    ('cold_text', 'cold_ids', 'test_cold', 'cold items: inductive text vs '
+     'IDs'),
+    ('cross', 'inductive', 'test', 'cross-domain sequence pretraining vs '
+     'none'),
+)
+
+
+def comparisons(res) -> list[str]:
+  """Paired differences of test NDCG@10 over the seeds both runs have."""
+  out = []
+  for a, b, split, what in COMPARISONS:
+    if a not in res or b not in res:
+      continue
+    common_seeds = sorted(set(res[a]) & set(res[b]))
+    if not common_seeds:
+      continue
+    va = np.array([res[a][s][split]['ndcg@10'] for s in common_seeds])
+    vb = np.array([res[b][s][split]['ndcg@10'] for s in common_seeds])
+    rel = (f'{(va.mean() / vb.mean() - 1) * 100:+.1f}%' if vb.mean() > 0
+           else 'n/a (baseline 0)')
+    wins = int((va > vb).sum())
+    out.append(f'| {what} | {a} vs {b} | {split} | {len(common_seeds)} | '
+               f'{va.mean():.4f} vs {vb.mean():.4f} | {rel} | '
+               f'{wins}/{len(common_seeds)} |')
+  if out:
+    out = ['', '| comparison | runs | split | seeds | NDCG@10 | relative | '
+           'better on seeds |', '|---|---|---|---|---|---|---|'] + out
+  return out
+
+
+def plot(rows, path):
+  plt = common.pyplot()
+  fig, ax = plt.subplots(figsize=(1.1 * len(rows) + 2, 3.2))
+  x = np.arange(len(rows))
+  mean = [np.mean(r['ndcg10']) for r in rows]
+  err = [np.std(r['ndcg10'], ddof=1) if len(r['ndcg10']) > 1 else 0
+         for r in rows]
+  ax.bar(x, mean, yerr=err, color='tab:blue', label='test')
+  cold = [(i, np.mean(r['cold_ndcg10'])) for i, r in enumerate(rows)
+          if 'cold_ndcg10' in r]
+  if cold:
+    ax.bar([i + 0.3 for i, _ in cold], [v for _, v in cold], width=0.3,
+           color='tab:orange', label='test_cold')
+  ax.set_xticks(x, [f'{r["run"]}\n({r["seeds"]} seeds)' for r in rows],
+                fontsize=8)
+  ax.set_ylabel('NDCG@10')
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
 
 
 def _random_ndcg(num_items: int, k: int = 10) -> float:
