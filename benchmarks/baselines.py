@@ -17,9 +17,7 @@ import datetime
 import json
 import os
 import platform
-import subprocess
 import sys
-import time
 
 import numpy as np
 
@@ -44,27 +42,11 @@ def run_one(model, dataset, seed, workroot, overrides, only_finished=False,
   string; `name` replaces `model` in the workdir name.
   """
   workdir = os.path.join(workroot, f'{name or model}_{dataset}_s{seed}')
-  results = os.path.join(workdir, 'results.json')
-  if os.path.exists(results):
-    with open(results, encoding='utf-8') as f:
-      return json.load(f)
-  if only_finished:
-    return None
-  cmd = [sys.executable, '-m', 'rec_jax.main',
-         f'--config=configs/{model}.py:dataset={dataset},seed={seed}'
-         + (f',{extra_arg}' if extra_arg else ''),
-         f'--workdir={workdir}'] + [f'--config.{o}' for o in overrides]
-  print('+', ' '.join(cmd), flush=True)
-  t = time.time()
-  proc = subprocess.run(cmd, cwd=REPO, check=False)
-  if proc.returncode:
-    raise SystemExit(f'run failed ({proc.returncode}): {" ".join(cmd)}')
-  with open(results, encoding='utf-8') as f:
-    out = json.load(f)
-  out['wall_seconds'] = time.time() - t
-  with open(results, 'w', encoding='utf-8') as f:
-    json.dump(out, f, indent=2)
-  return out
+  return common.run_main(
+      [f'--config=configs/{model}.py:dataset={dataset},seed={seed}'
+       + (f',{extra_arg}' if extra_arg else '')]
+      + [f'--config.{o}' for o in overrides], workdir,
+      only_finished=only_finished)
 
 
 def plot_curves(runs, path):

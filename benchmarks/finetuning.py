@@ -24,7 +24,6 @@ import os
 import platform
 import subprocess
 import sys
-import time
 
 import numpy as np
 
@@ -35,39 +34,9 @@ REPO = common.REPO
 ARG = ['']  # ',smoke' etc., appended to every arg string.
 
 
-def _peak_rss_mb(pid) -> float:
-  try:
-    with open(f'/proc/{pid}/status', encoding='utf-8') as f:
-      for line in f:
-        if line.startswith('VmHWM:'):
-          return int(line.split()[1]) / 1024
-  except OSError:
-    pass
-  return 0.0
-
-
 def run(args_list, workdir):
   """Runs rec_jax.main; returns results.json plus the run's peak RSS."""
-  results = os.path.join(workdir, 'results.json')
-  if os.path.exists(results):
-    with open(results, encoding='utf-8') as f:
-      return json.load(f)
-  cmd = [sys.executable, '-m', 'rec_jax.main', f'--workdir={workdir}',
-         *args_list]
-  print('+', ' '.join(cmd), flush=True)
-  proc = subprocess.Popen(cmd, cwd=REPO)
-  peak = 0.0
-  while proc.poll() is None:
-    peak = max(peak, _peak_rss_mb(proc.pid))
-    time.sleep(0.5)
-  if proc.returncode:
-    raise SystemExit(f'run failed ({proc.returncode}): {" ".join(cmd)}')
-  with open(results, encoding='utf-8') as f:
-    out = json.load(f)
-  out['peak_rss_mb'] = peak
-  with open(results, 'w', encoding='utf-8') as f:
-    json.dump(out, f, indent=2)
-  return out
+  return common.run_main(args_list, workdir)
 
 
 def pretrained(recipe, dataset, seed, root, arg=''):

@@ -17,7 +17,6 @@ import datetime
 import json
 import os
 import platform
-import subprocess
 import sys
 
 import numpy as np
@@ -34,18 +33,11 @@ def run(task, seed, pretrain, root, ctr_epochs):
   dataset = TASKS[task][0]
   workdir = os.path.join(root, f'{dataset}_{task}_pre{str(pretrain).lower()}'
                          f'_s{seed}')
-  results = os.path.join(workdir, 'results.json')
-  if not os.path.exists(results):
-    cmd = [sys.executable, '-m', 'rec_jax.main',
-           f'--config=configs/recommended.py:dataset={dataset},task={task},'
-           f'pretrain={str(pretrain).lower()},seed={seed}',
-           f'--workdir={workdir}']
-    if task == 'ctr':
-      cmd.append(f'--config.finetune.num_epochs={ctr_epochs}')
-    print('+', ' '.join(cmd), flush=True)
-    subprocess.run(cmd, cwd=REPO, check=True)
-  with open(results, encoding='utf-8') as f:
-    return json.load(f)
+  args = [f'--config=configs/recommended.py:dataset={dataset},task={task},'
+          f'pretrain={str(pretrain).lower()},seed={seed}']
+  if task == 'ctr':
+    args.append(f'--config.finetune.num_epochs={ctr_epochs}')
+  return common.run_main(args, workdir)
 
 
 def main():

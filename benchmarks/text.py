@@ -101,17 +101,9 @@ def run(name, seed, root, dataset):
   if name == 'cross' and extra:
     extra = [e.format(source=source_pretrain(seed, root)) for e in extra]
   workdir = os.path.join(root, f'{name_tag}_{dataset}_s{seed}')
-  results = os.path.join(workdir, 'results.json')
-  if OPTIONS['only_finished'] and not os.path.exists(results):
-    return None
-  if not os.path.exists(results):
-    cmd = [sys.executable, '-m', 'rec_jax.main',
-           f'--config=configs/recommended.py:dataset={dataset},seed={seed},'
-           f'{arg}', f'--workdir={workdir}', *extra]
-    print('+', ' '.join(cmd), flush=True)
-    subprocess.run(cmd, cwd=REPO, check=True)
-  with open(results, encoding='utf-8') as f:
-    return json.load(f)
+  return common.run_main(
+      [f'--config=configs/recommended.py:dataset={dataset},seed={seed},'
+       f'{arg}', *extra], workdir, only_finished=OPTIONS['only_finished'])
 
 
 def throughput(dataset):
