@@ -16,6 +16,9 @@ reused when finished):
   text_dapt    text=true with the text encoder first adapted by masked
                language modelling on the items' text (rec_jax.text_mlm,
                --mlm_steps)
+  text_scratch_mlm  the same MLM budget on the same texts from random
+               initialisation (--scratch_lr): a text encoder trained
+               from scratch
   inductive    text=true inductive, pretrain=false   } cross-domain: the
   cross        the same, initialised from a text      } same fine-tune with
                inductive encoder pretrained on        } and without
@@ -50,6 +53,8 @@ RUNS = {
     'cold_text': ('text=true', ['--config.data.cold_fraction=0.1',
                                 '--config.model.text_mode=inductive']),
     'text_dapt': ('text=true', ['--config.model.text_model={dapt}']),
+    'text_scratch_mlm': ('text=true',
+                         ['--config.model.text_model={scratch}']),
     'inductive': ('text=true,pretrain=false',
                   ['--config.model.text_mode=inductive']),
     'cross': ('text=true,pretrain=false',
@@ -65,12 +70,17 @@ def _subprocess(cmd):
   subprocess.run(cmd, cwd=REPO, check=True)
 
 
-def dapt_folder(dataset, root):
-  out = os.path.join(root, f'minilm_mlm_{dataset}')
+def dapt_folder(dataset, root, scratch=False):
+  """MiniLM after MLM on the items' text; with `scratch`, the same
+  architecture MLM-trained from random initialisation (--scratch_lr)."""
+  out = os.path.join(root, f'minilm_mlm{"_scratch" if scratch else ""}_'
+                     f'{dataset}')
   if not os.path.exists(os.path.join(out, 'adaptation.json')):
     _subprocess([sys.executable, '-m', 'rec_jax.text_mlm',
                  f'--config=configs/recommended.py:dataset={dataset}',
-                 f'--out={out}', f'--steps={OPTIONS["mlm_steps"]}'])
+                 f'--out={out}', f'--steps={OPTIONS["mlm_steps"]}']
+                + (['--random_init', f'--lr={OPTIONS["scratch_lr"]}']
+                   if scratch else []))
   return out
 
 
@@ -98,6 +108,9 @@ def run(name, seed, root, dataset):
     name_tag = name
   if name == 'text_dapt' and extra:
     extra = [e.format(dapt=dapt_folder(dataset, root)) for e in extra]
+  if name == 'text_scratch_mlm' and extra:
+    extra = [e.format(scratch=dapt_folder(dataset, root, scratch=True))
+             for e in extra]
   if name == 'cross' and extra:
     extra = [e.format(source=source_pretrain(seed, root)) for e in extra]
   workdir = os.path.join(root, f'{name_tag}_{dataset}_s{seed}')
@@ -151,6 +164,8 @@ def main():
   p.add_argument('--workroot', default=os.path.join(REPO, 'benchmarks',
                                                     'work', 'text'))
   p.add_argument('--mlm_steps', type=int, default=300)
+  p.add_argument('--scratch_lr', type=float, default=5e-4,
+                 help='MLM learning rate of the from-scratch text encoder')
   p.add_argument('--source', default='ml-1m')
   p.add_argument('--arg', default='',
                  help="appended to every arg string, e.g. 'pretrain=false'")
@@ -161,7 +176,8 @@ def main():
   args = p.parse_args()
   seeds = [int(s) for s in args.seeds.split(',')]
   names = args.runs.split(',')
-  OPTIONS.update(mlm_steps=args.mlm_steps, source=args.source, arg=args.arg,
+  OPTIONS.update(mlm_steps=args.mlm_steps, scratch_lr=args.scratch_lr,
+                 source=args.source, arg=args.arg,
                  only_finished=args.only_finished)
   if not args.out:
     tag = args.arg.replace('=', '').replace(',', '-')
@@ -244,6 +260,10 @@ COMPARISONS = (
     ('text_dapt', 'text_random', 'test', 'pretrained + domain-adaptive MLM '
      'vs random initialisation'),
     ('text_dapt', 'text', 'test', 'domain-adaptive MLM vs none'),
+    ('text', 'text_scratch_mlm', 'test', 'pretrained language model vs the '
+     'same encoder MLM-trained from scratch on the item texts'),
+    ('text_dapt', 'text_scratch_mlm', 'test', 'pretrained + domain-adaptive '
+     'MLM vs MLM from scratch (same steps)'),
     ('cold_text', 'cold_ids', 'test_cold', 'cold items: inductive text vs '
      'IDs'),
     ('cross', 'inductive', 'test', 'cross-domain sequence pretraining vs '

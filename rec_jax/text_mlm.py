@@ -4,7 +4,9 @@ modelling on the items' own text.
   python -m rec_jax.text_mlm --config=configs/recommended.py:dataset=scientific \
       --out=/tmp/minilm_scientific --steps=500
 
-Starts from all-MiniLM-L6-v2 (or --init=FOLDER), masks 15% of the word
+Starts from all-MiniLM-L6-v2 (or --init=FOLDER; --random_init trains the
+same architecture from scratch, the baseline pretraining is measured
+against), masks 15% of the word
 pieces of each item text (80% [MASK], 10% random, 10% kept) and trains the
 encoder with a fresh MLM head (dense, GELU, LayerNorm, decoder tied to the
 word embeddings). Writes a model folder (model.safetensors in the original
@@ -154,7 +156,8 @@ def main(argv):
   texts = item_text.item_texts(ds)[1:]
   enc = text_encoder.TextEncoder.pretrained(
       _FLAGS['init'].value or None,
-      max_length=config.model.get('text_max_length', 128))
+      max_length=config.model.get('text_max_length', 128),
+      random_init=_FLAGS['random_init'].value, seed=config.seed)
   t = time.perf_counter()
   params, losses = adapt(enc, texts, steps=_FLAGS['steps'].value,
                          batch_size=_FLAGS['batch_size'].value,
@@ -162,7 +165,7 @@ def main(argv):
   meta = dict(dataset=ds.name, steps=_FLAGS['steps'].value,
               batch_size=_FLAGS['batch_size'].value, lr=_FLAGS['lr'].value,
               seconds=time.perf_counter() - t, losses=losses,
-              init=enc.folder)
+              init='random' if enc.random_init else enc.folder)
   out = save_folder(enc, params, os.path.abspath(_FLAGS['out'].value), meta)
   logging.info('MLM loss %.3f -> %.3f; wrote %s', losses[0][1],
                losses[-1][1], out)
@@ -177,6 +180,9 @@ if __name__ == '__main__':
   _FLAGS['out'] = flags.DEFINE_string('out', None, 'Model folder to write.')
   _FLAGS['init'] = flags.DEFINE_string(
       'init', '', 'Start from this model folder (default all-MiniLM-L6-v2).')
+  _FLAGS['random_init'] = flags.DEFINE_bool(
+      'random_init', False, 'Train the same architecture from random '
+      'initialisation instead (the from-scratch baseline).')
   _FLAGS['steps'] = flags.DEFINE_integer('steps', 500, 'MLM steps.')
   _FLAGS['batch_size'] = flags.DEFINE_integer('batch_size', 32, 'Texts.')
   _FLAGS['lr'] = flags.DEFINE_float('lr', 5e-5, 'Peak learning rate.')
