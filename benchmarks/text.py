@@ -235,6 +235,7 @@ def main():
               f'{r["num_items"]} items gives NDCG@10 about '
               f'{_random_ndcg(r["num_items"]):.4f}.']
   lines += comparisons(res)
+  lines += extra_costs(names, args.workroot, args.dataset, seeds)
   lines += ['', f'Text encoder (all-MiniLM-L6-v2 in our Flax BERT): '
             f'{speed["items"]} item texts embedded at '
             f'{speed["items_per_s"]:.0f} items/s ({speed["embed_s"]:.1f} s, '
@@ -292,6 +293,35 @@ def comparisons(res) -> list[str]:
     out = ['', '| comparison | runs | split | seeds | NDCG@10 | relative | '
            'better on seeds |', '|---|---|---|---|---|---|---|'] + out
   return out
+
+
+def extra_costs(names, root, dataset, seeds) -> list[str]:
+  """What the DAPT / scratch-MLM folders and the cross-domain source
+  pretraining cost (not in the runs' own minutes)."""
+  out = []
+  for name, tag in (('text_dapt', ''), ('text_scratch_mlm', '_scratch')):
+    path = os.path.join(root, f'minilm_mlm{tag}_{dataset}', 'adaptation.json')
+    if name in names and os.path.exists(path):
+      with open(path, encoding='utf-8') as f:
+        a = json.load(f)
+      init = ('random initialisation' if a.get('init') == 'random'
+              else 'all-MiniLM-L6-v2')
+      out.append(f'- {name}: MLM on the item texts from {init}, '
+                 f'{a["steps"]} steps of {a["batch_size"]} texts, lr '
+                 f'{a["lr"]:g}: loss {a["losses"][0][1]:.2f} -> '
+                 f'{a["losses"][-1][1]:.2f}, {a["seconds"] / 60:.1f} min.')
+  if 'cross' in names:
+    for s in seeds:
+      path = os.path.join(root, f'source_{OPTIONS["source"]}_s{s}',
+                          'pretrain', 'summary.json')
+      if os.path.exists(path):
+        with open(path, encoding='utf-8') as f:
+          p = json.load(f)
+        out.append(f'- cross (seed {s}): source {OPTIONS["source"]} '
+                   f'pretraining (inductive text, {p["epochs"]} epochs, '
+                   f'{p["steps"]} steps) took {p["train_seconds"] / 60:.1f} '
+                   'min.')
+  return ([''] + out) if out else []
 
 
 def plot(rows, path):
