@@ -6,13 +6,13 @@ modelling on the items' own text.
 
 Starts from all-MiniLM-L6-v2 (or --init=FOLDER; --random_init trains the
 same architecture from scratch, the baseline pretraining is measured
-against), masks 15% of the word
-pieces of each item text (80% [MASK], 10% random, 10% kept) and trains the
-encoder with a fresh MLM head (dense, GELU, LayerNorm, decoder tied to the
-word embeddings). Writes a model folder (model.safetensors in the original
-key layout, config and tokenizer files) that `--config.model.text_model=`
-reads in place of the original; the item-embedding cache is keyed by the
-weights' sha256, so it refreshes by itself.
+against), masks 15% of the word pieces of each item text (80% [MASK],
+10% random, 10% kept) and trains the encoder with a fresh MLM head
+(dense, GELU, LayerNorm, decoder tied to the word embeddings). Writes a
+model folder (model.safetensors in the original key layout, config and
+tokenizer files) that `--config.model.text_model=` reads in place of the
+original; the item-embedding cache is keyed by the weights' sha256, so it
+refreshes by itself.
 """
 
 import json
