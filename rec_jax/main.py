@@ -22,6 +22,7 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
+from rec_jax import config_lib
 from rec_jax import distributed
 from rec_jax import evaluate
 from rec_jax import finetune
@@ -34,6 +35,10 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Where everything is written.')
 _STAGE = flags.DEFINE_enum('stage', 'all',
                            ['all', 'pretrain', 'finetune', 'eval'],
                            'Run every stage of the recipe, or just one.')
+_ALLOW_CHANGED = flags.DEFINE_list(
+    'allow_changed', [],
+    'Config keys (globs, e.g. finetune.num_epochs) allowed to differ from '
+    'the config a run in --workdir started with when resuming it.')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -82,18 +87,25 @@ def main(argv):
   if stage == 'pretrain' and not pretraining(config):
     raise app.UsageError('--stage=pretrain: this recipe has no enabled '
                          'pretrain section.')
+  def check(stage_name, sub):
+    config_lib.check_resume(os.path.join(workdir, sub), config, stage_name,
+                            _ALLOW_CHANGED.value)
+
   if stage == 'pretrain' or (stage == 'all' and pretraining(config)):
+    check('pretrain', 'pretrain')
     summary = pretrain.run(config, os.path.join(workdir, 'pretrain'))
     if jax.process_index() == 0:
       trainer.save_json(os.path.join(workdir, 'pretrain', 'summary.json'),
                         summary)
   if stage in ('all', 'finetune'):
+    check('finetune', 'finetune')
     summary = finetune.run(config, os.path.join(workdir, 'finetune'),
                            init_from=init_path(config, workdir))
     if jax.process_index() == 0:
       trainer.save_json(os.path.join(workdir, 'finetune', 'summary.json'),
                         summary)
   if stage in ('all', 'eval'):
+    check('eval', 'finetune')
     results = run_eval(config, workdir)
     print('\n' + evaluate.log_table(results))
     print(f'results: {results_path}')

@@ -2,12 +2,14 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
 import pytest
 
 import conftest
+from rec_jax import config_lib
 from rec_jax import evaluate
 from rec_jax import metrics
 
@@ -64,6 +66,57 @@ def test_rerun_resumes_and_reproduces(smoke_run):
   after = json.loads((workdir / 'results.json').read_text())
   assert after['test'] == before['test']
   assert 'Resumed from' in proc.stderr
+
+
+def test_resuming_with_another_recipe_is_an_error(smoke_run, tmp_path):
+  """A finished (or interrupted) run is not resumed by a different config:
+  the error names each changed key, and --allow_changed lets it through."""
+  workdir, _ = smoke_run
+  copy = tmp_path / 'copy'
+  shutil.copytree(workdir, copy)
+  proc = _main(copy, '--config=configs/bert4rec.py:smoke')
+  assert proc.returncode != 0
+  assert 'model.causal: True (saved) != False (now)' in proc.stderr
+  assert 'finetune.objective' in proc.stderr
+  assert not (copy / 'results.json').exists()
+  proc = _main(copy, '--config=configs/sasrec.py:smoke',
+               '--config.finetune.patience=7', '--stage=eval')
+  assert proc.returncode != 0 and 'finetune.patience' in proc.stderr
+  proc = _main(copy, '--config=configs/sasrec.py:smoke',
+               '--config.finetune.patience=7', '--stage=eval',
+               '--allow_changed=finetune.patience')
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert (copy / 'results.json').exists()
+
+
+def test_check_resume_ignores_placement_and_other_stages(tmp_path):
+  stage = tmp_path / 'pretrain'
+  (stage / 'checkpoints' / '5').mkdir(parents=True)
+  saved = conftest.load_config('sasrec', 'smoke')
+  (stage / 'config.json').write_text(saved.to_json_best_effort())
+  now = conftest.load_config('sasrec', 'smoke')
+  now.mesh.data = 2  # where it runs,
+  now.checkpoint.async_save = not now.checkpoint.async_save
+  now.finetune.patience += 1  # a later stage's setting.
+  config_lib.check_resume(str(stage), now, 'pretrain')
+  with pytest.raises(ValueError, match='finetune.patience'):
+    config_lib.check_resume(str(stage), now, 'finetune')
+  now.seed += 1
+  with pytest.raises(ValueError, match=r'seed: 0 \(saved\) != 1'):
+    config_lib.check_resume(str(stage), now, 'pretrain')
+  config_lib.check_resume(str(stage), now, 'pretrain', allow=['seed'])
+  # A stage that never saved a checkpoint starts afresh: nothing to check.
+  shutil.rmtree(stage / 'checkpoints')
+  config_lib.check_resume(str(stage), now, 'finetune')
+
+
+def test_config_diff_reports_both_sides():
+  changed, only_a, only_b = config_lib.config_diff(
+      {'a': {'b': 1, 'c': [1, 2]}, 'x': 1, 'mesh': {'data': 1}},
+      {'a': {'b': 2, 'c': (1, 2)}, 'y': 0, 'mesh': {'data': 4}},
+      ignore=('mesh.*',))
+  assert changed == {'a.b': (1, 2)}
+  assert only_a == ['x'] and only_b == ['y']
 
 
 def test_unknown_config_key_is_an_error(tmp_path):
