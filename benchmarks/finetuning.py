@@ -27,6 +27,7 @@ import sys
 
 import numpy as np
 
+import baselines
 import common
 from common import mean_std
 
@@ -85,6 +86,10 @@ def methods_study(args, seeds, root):
 
 
 def fraction_study(args, seeds, root):
+  """Pretrained vs scratch at each label fraction. At fraction 1 the
+  pretrained run is the methods study's `full` run (the same command) and,
+  with --reuse_scratch, the scratch run is the SASRec baseline (the same
+  fine-tune; see benchmarks/ablations.py)."""
   rows = []
   fractions = [float(f) for f in args.fractions.split(',')]
   for d in args.datasets.split(','):
@@ -92,27 +97,54 @@ def fraction_study(args, seeds, root):
       for init in ('pretrained', 'scratch'):
         res = []
         for s in seeds:
-          extra = []
-          if init == 'pretrained':
-            extra = [f'--config.init_from.path='
-                     f'{pretrained(args.recipe, d, s, root, ARG[0])}']
-          res.append(run([f'--config=configs/{args.recipe}.py:dataset={d},'
-                          f'seed={s},pretrain=false,label_fraction={f}{ARG[0]}',
-                          *extra],
-                         os.path.join(root, f'lf{f:g}_{init}_{d}_s{s}')))
-        rows.append(dict(dataset=d, fraction=f, init=init, seeds=len(res),
-                         ndcg10=[r['test']['ndcg@10'] for r in res]))
+          if init == 'scratch' and f == 1 and args.reuse_scratch:
+            r = baselines.run_one('sasrec', d, s, args.reuse_scratch, [],
+                                  only_finished=True)
+            if r is None and not args.only_finished:
+              raise FileNotFoundError(
+                  f'--reuse_scratch: no finished sasrec_{d}_s{s} in '
+                  f'{args.reuse_scratch}')
+          else:
+            extra, name = [], f'lf{f:g}_{init}_{d}_s{s}'
+            if init == 'pretrained':
+              if args.only_finished and not os.path.exists(os.path.join(
+                  root, f'pre_{args.recipe}_{d}_s{s}', 'pretrain',
+                  'summary.json')):
+                continue
+              extra = [f'--config.init_from.path='
+                       f'{pretrained(args.recipe, d, s, root, ARG[0])}']
+              name = f'full_{d}_s{s}' if f == 1 else name
+            r = common.run_main(
+                [f'--config=configs/{args.recipe}.py:dataset={d},seed={s},'
+                 f'pretrain=false,label_fraction={f}{ARG[0]}', *extra],
+                os.path.join(root, name), only_finished=args.only_finished)
+          if r is not None:
+            res.append(r)
+        if res:
+          rows.append(dict(dataset=d, fraction=f, init=init, seeds=len(res),
+                           ndcg10=[r['test']['ndcg@10'] for r in res],
+                           hr10=[r['test']['hr@10'] for r in res],
+                           train_seconds=[r['train_seconds'] for r in res],
+                           epochs=[r['epochs'] for r in res]))
   lines = ['| dataset | label fraction | pretrained NDCG@10 | scratch NDCG@10 '
-           '| ratio |', '|---|---|---|---|---|']
+           '| ratio | pretrained HR@10 | scratch HR@10 | fine-tune min '
+           '(pre / scratch) |', '|---|---|---|---|---|---|---|---|']
+  get = lambda d, f, i: next((r for r in rows if r['dataset'] == d and
+                              r['fraction'] == f and r['init'] == i), None)
+  fmt = lambda r, k: mean_std(r[k]) + (f' ({r["seeds"]})' if r['seeds'] !=
+                                       len(seeds) else '') if r else '–'
   for d in args.datasets.split(','):
     for f in fractions:
-      p = next(r for r in rows if r['dataset'] == d and r['fraction'] == f
-               and r['init'] == 'pretrained')
-      s = next(r for r in rows if r['dataset'] == d and r['fraction'] == f
-               and r['init'] == 'scratch')
-      lines.append(f'| {d} | {f:g} | {mean_std(p["ndcg10"])} | '
-                   f'{mean_std(s["ndcg10"])} '
-                   f'| {np.mean(p["ndcg10"]) / np.mean(s["ndcg10"]):.2f}x |')
+      p, s = get(d, f, 'pretrained'), get(d, f, 'scratch')
+      if not (p or s):
+        continue
+      ratio = (f'{np.mean(p["ndcg10"]) / np.mean(s["ndcg10"]):.2f}x'
+               if p and s else '–')
+      mins = ' / '.join(f'{np.mean(r["train_seconds"]) / 60:.1f}' if r
+                        else '–' for r in (p, s))
+      lines.append(f'| {d} | {f:g} | {fmt(p, "ndcg10")} | '
+                   f'{fmt(s, "ndcg10")} | {ratio} | {fmt(p, "hr10")} | '
+                   f'{fmt(s, "hr10")} | {mins} |')
   return rows, '\n'.join(lines)
 
 
@@ -151,6 +183,11 @@ def main():
                                                     'work', 'finetuning'))
   p.add_argument('--out', default='')
   p.add_argument('--arg', default='', help='appended to every arg string')
+  p.add_argument('--reuse_scratch', default='',
+                 help='label_fraction: take the fraction-1 scratch runs from '
+                 'DIR/sasrec_<dataset>_s<seed> (e.g. benchmarks/work/baselines)')
+  p.add_argument('--only_finished', action='store_true',
+                 help='tabulate finished runs only; run nothing')
   args = p.parse_args()
   ARG[0] = f',{args.arg}' if args.arg else ''
   seeds = [int(s) for s in args.seeds.split(',')]
