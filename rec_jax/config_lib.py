@@ -125,6 +125,10 @@ def model_config(*, causal: bool, max_len: int = 50, embed_dim: int = 64,
       text_model='',            # model folder ('' = all-MiniLM-L6-v2; a
                                 # rec_jax.text_mlm output: adapted)
       text_layers=0,            # text encoder layers used (0 = all)
+      text_tune_layers=0,       # the top k of them train with the
+                                # recommender (0: frozen text features);
+                                # memory: items x text_max_length x 384
+                                # token states are kept with the model.
       text_max_length=128,      # tokens per item text
       text_random_init=False))  # ablation: the same encoder, untrained
 

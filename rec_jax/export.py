@@ -66,6 +66,28 @@ def load_config(stage: str) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(json.load(f))
 
 
+def bake_text(config, graphdef, params, num_items: int, mesh):
+  """A model whose top text layers were tuned, as the equivalent model with
+  frozen text features (their output for every item, computed once): the
+  served function then does not rerun text layers over the whole catalog
+  for every request. Returns (config, graphdef, params) of that model."""
+  feats = nnx.merge(graphdef, params).encoder.text.embeddings(jnp.float32)
+  baked = ml_collections.ConfigDict(config.to_dict())
+  baked.model.text_tune_layers = 0
+  graphdef, abs_params, param_sh = finetune.abstract_model(baked, num_items,
+                                                           mesh)
+  text = {k: v for k, v in params['encoder']['text'].items()
+          if k not in ('hidden', 'token_mask', 'layers')}
+  text['features'] = jax.device_put(
+      feats.astype(abs_params['encoder']['text']['features'].dtype),
+      param_sh['encoder']['text']['features'])
+  out = dict(params, encoder=dict(params['encoder'], text=text))
+  if jax.tree.structure(out) != jax.tree.structure(abs_params):
+    raise ValueError('bake_text: the baked parameters do not match the '
+                     'frozen-text model')
+  return baked, graphdef, out
+
+
 def recommend_fn(graphdef, treedef, *, max_len: int, mask_id: int | None,
                  k_max: int):
   """The function that gets exported (see the module docstring)."""
@@ -113,6 +135,9 @@ def export(workdir: str, out: str | None = None, *, k_max: int = 0,
       lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
       abs_params, param_sh)
   params, meta = checkpoints.restore_best_params(stage, abstract)
+  if config.model.get('text_tune_layers', 0):
+    config, graphdef, params = bake_text(config, graphdef, params,
+                                         ds.num_items, mesh)
   params = jax.device_get(params)
   leaves, treedef = jax.tree.flatten(params)
   max_len = int(config.model.max_len)
@@ -159,8 +184,8 @@ def export(workdir: str, out: str | None = None, *, k_max: int = 0,
   trainer.save_json(os.path.join(tmp, 'items.json'), dict(
       num_items=ds.num_items,
       text=list(ds.item_text) if ds.item_text is not None else None))
-  shutil.copy(os.path.join(stage, 'config.json'),
-              os.path.join(tmp, 'config.json'))
+  with open(os.path.join(tmp, 'config.json'), 'w', encoding='utf-8') as f:
+    f.write(config.to_json_best_effort(indent=2, sort_keys=True))
   # Readers never see a half-written artifact: swap the directory at once.
   if os.path.exists(out):
     old = out + '.old'

@@ -295,11 +295,17 @@ def run(config, workdir: str, init_from: str | None = None) -> dict:
       allow = [p for p in config.init_from.allow_mismatch.split(',') if p]
       allow += list(peft.ADDED)  # method parameters start fresh.
       allow += list(peft.CONSTANT)  # data, e.g. another catalog's texts.
+      allow.append(peft.TEXT_LAYERS)  # tuned text layers: from the LM.
       params, meta['init_from'] = bridge.init_subtree(
           init_path, params, param_sh, subtree=config.init_from.subtree,
           allow_mismatch=allow)
-    # This dataset's item texts, also over a checkpoint from another one.
-    params = trainer.fill_text_features(config, ds, params, param_sh)
+    # This dataset's item texts, also over a checkpoint from another one;
+    # tuned text layers the checkpoint did not hold start from the LM.
+    fresh = meta.get('init_from', {}).get('kept_fresh', []) if init_path \
+        else None
+    params = trainer.fill_text_features(
+        config, ds, params, param_sh, load_layers=fresh is None or any(
+            k.startswith('encoder/text/layers/') for k in fresh))
     state = trainer.init_state(tx, params, state_sh, mesh)
     with open(os.path.join(workdir, 'config.json'), 'w',
               encoding='utf-8') as f:

@@ -6,6 +6,7 @@ encoder, or a new catalog computes afresh; the same ones load in
 milliseconds. Files: <cache>/text_embeddings/<dataset>-<key>.npy.
 """
 
+import functools
 import hashlib
 import json
 import os
@@ -84,3 +85,45 @@ def item_embeddings(ds, *, model_path: str = '', max_length: int = 128,
   logging.info('Embedded %d item texts in %.1f s (%.0f items/s) -> %s',
                len(texts) - 1, seconds, stats['items_per_s'], path)
   return out, stats
+
+
+def item_token_states(ds, *, model_path: str = '', max_length: int = 128,
+                      below: int, random_init: bool = False,
+                      batch_size: int = 64):
+  """Token states of every item text after the text encoder's first
+  `below` blocks (the input of the blocks tuned with the recommender);
+  cached like item_embeddings.
+
+  Returns:
+    (float32 [num_items + 1, T, dim] states (row 0 zeros), int32
+    [num_items + 1, T] masks, a function giving the encoder (built on first
+    use: for the tuned blocks' pretrained weights), stats).
+  """
+  texts = item_texts(ds)
+  folder = text_encoder.model_dir(model_path or None)
+  encoder = functools.cache(lambda: text_encoder.TextEncoder(
+      folder, max_length=max_length, random_init=random_init))
+  enc_id = text_encoder.encoder_id(folder, random_init=random_init,
+                                   num_layers=below, max_length=max_length)
+  path = os.path.join(cache_dir(), f'{ds.name}-states-'
+                      f'{cache_key(enc_id, texts)}.npz')
+  t = time.perf_counter()
+  if os.path.exists(path):
+    with np.load(path) as f:
+      states, masks = f['states'], f['masks']
+    return states, masks, encoder, dict(cached=True, path=path,
+                                        seconds=time.perf_counter() - t)
+  states, masks = encoder().token_states(texts[1:], num_layers=below,
+                                         batch_size=batch_size,
+                                         progress=True)
+  seconds = time.perf_counter() - t
+  states = np.concatenate([np.zeros_like(states[:1]), states])
+  masks = np.concatenate([np.zeros_like(masks[:1]), masks])
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path + '.tmp', 'wb') as f:
+    np.savez(f, states=states, masks=masks)
+  os.replace(path + '.tmp', path)
+  logging.info('Token states of %d item texts below layer %d: %s in %.1f s '
+               '-> %s', len(texts) - 1, below, states.shape, seconds, path)
+  return states, masks, encoder, dict(cached=False, path=path,
+                                      seconds=seconds)

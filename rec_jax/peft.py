@@ -26,8 +26,13 @@ METHODS = ('full', 'frozen', 'partial', 'lora', 'prefix', 'adapter')
 ADDED = ('encoder/*/lora_*', 'encoder/lora_*', 'encoder/*/prefix_*',
          'encoder/*/adapter_*')
 # Inputs stored as parameters (checkpointed with the model) that never train:
-# the frozen text embeddings of the items.
-CONSTANT = ('encoder/text/features',)
+# the frozen text embeddings of the items, or the token states entering the
+# text layers tuned with the recommender (model.text_tune_layers).
+CONSTANT = ('encoder/text/features', 'encoder/text/hidden',
+            'encoder/text/token_mask')
+# Tuned text layers: they start from the text model's weights, so a
+# checkpoint without them (frozen text) leaves them to be loaded.
+TEXT_LAYERS = 'encoder/text/layers/*'
 
 
 def configure(config, method: str):
@@ -96,9 +101,12 @@ def wrap(tx, params, method: str, num_layers: int, partial_layers: int = 1):
 
 
 def count(params, method: str, num_layers: int, partial_layers: int = 1):
-  """(trainable, total) parameter counts."""
+  """(trainable, total) parameter counts; constants (item text inputs) are
+  data, not parameters, and count in neither."""
   lab = jax.tree.leaves(labels(params, method, num_layers, partial_layers))
-  sizes = [int(np.prod(x.shape)) for x in jax.tree.leaves(params)]
+  flat = jax.tree_util.tree_flatten_with_path(params)[0]
+  sizes = [0 if any(fnmatch.fnmatch(_path(p), c) for c in CONSTANT)
+           else int(np.prod(x.shape)) for p, x in flat]
   return sum(s for s, l in zip(sizes, lab) if l == 'train'), sum(sizes)
 
 

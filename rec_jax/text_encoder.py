@@ -73,7 +73,7 @@ class _LayerNorm(nnx.Module):
     return (y * self.scale[...] + self.bias[...]).astype(x.dtype)
 
 
-class _Layer(nnx.Module):
+class Layer(nnx.Module):
   """A post-LayerNorm BERT block."""
 
   def __init__(self, cfg: dict, *, rngs: nnx.Rngs):
@@ -115,7 +115,7 @@ class Bert(nnx.Module):
     self.token_type = nnx.Param(init(rngs.params(),
                                      (config['type_vocab_size'], h)))
     self.embed_norm = _LayerNorm(h, config['layer_norm_eps'])
-    self.layers = nnx.List([_Layer(config, rngs=rngs)
+    self.layers = nnx.List([Layer(config, rngs=rngs)
                             for _ in range(config['num_hidden_layers'])])
 
   def __call__(self, ids, mask, *, num_layers: int | None = None):
@@ -134,9 +134,10 @@ def mean_pool(states, mask, normalize: bool = True):
   """Masked mean over tokens, L2-normalised (sentence-transformers)."""
   m = mask.astype(states.dtype)[..., None]
   pooled = (states * m).sum(1) / jnp.maximum(m.sum(1), 1e-9)
-  if normalize:
-    pooled = pooled / jnp.maximum(
-        jnp.linalg.norm(pooled, axis=-1, keepdims=True), 1e-12)
+  if normalize:  # (a zero row, e.g. table padding, stays zero, and its
+    # gradient finite: no norm is differentiated at 0)
+    pooled = pooled * jax.lax.rsqrt(jnp.maximum(
+        jnp.sum(jnp.square(pooled), -1, keepdims=True), 1e-24))
   return pooled
 
 
@@ -204,6 +205,13 @@ def model_dir(path: str | None = None, *, download: bool = True) -> str:
                          '--no-deps, set REC_JAX_TEXT_MODEL_DIR, or allow '
                          'the download.')
   return _download(cached)
+
+
+def model_config(path: str | None = None) -> dict:
+  """The text model's config.json (`path` as for model_dir)."""
+  with open(os.path.join(model_dir(path or None), 'config.json'),
+            encoding='utf-8') as f:
+    return json.load(f)
 
 
 def _download(target: str) -> str:
@@ -341,6 +349,44 @@ class TextEncoder:
   def _forward(self, params, ids, mask):
     model = nnx.merge(self.graphdef, params)
     return mean_pool(model(ids, mask, num_layers=self.num_layers), mask)
+
+  def _states(self, params, ids, mask, num_layers):
+    return nnx.merge(self.graphdef, params)(ids, mask, num_layers=num_layers)
+
+  def token_states(self, texts, *, num_layers: int, width: int | None = None,
+                   batch_size: int = 64, progress: bool = False):
+    """Token states after the first `num_layers` blocks, for tuning the
+    blocks above them (rec_jax.models.sequence.TextAdaptor).
+
+    Returns:
+      (float32 [N, width, dim] states, int32 [N, width] attention masks);
+      width defaults to the longest tokenised text (at most max_length).
+    """
+    texts = list(texts)
+    if width is None:
+      width = max(len(self.tokenizer(t, truncation=True,
+                                     max_length=self.max_length)['input_ids'])
+                  for t in texts)
+    states = np.zeros((len(texts), width, self.dim), np.float32)
+    masks = np.zeros((len(texts), width), np.int32)
+    fn = jax.jit(self._states, static_argnums=3)
+    starts = range(0, len(texts), batch_size)
+    for start in tqdm.tqdm(starts, desc='text states', unit='batch',
+                           disable=not progress):
+      chunk = texts[start:start + batch_size]
+      ids, mask = self.tokenize(chunk)
+      ids, mask = ids[:, :width], mask[:, :width]
+      pad = lambda a: np.pad(a, ((0, batch_size - len(chunk)),
+                                 (0, width - a.shape[1])))
+      out = fn(self.params, pad(ids), pad(mask), num_layers)
+      states[start:start + len(chunk)] = np.asarray(out)[:len(chunk)]
+      masks[start:start + len(chunk)] = pad(mask)[:len(chunk)]
+    return states, masks
+
+  def layer_params(self, index: int) -> dict:
+    """Pure-dict parameters of block `index` (0-based), e.g. to initialise
+    tuned copies of the top blocks."""
+    return nnx.to_pure_dict(nnx.state(self.model.layers[index], nnx.Param))
 
   def tokenize(self, texts):
     out = self.tokenizer(list(texts), padding=True, truncation=True,

@@ -38,30 +38,77 @@ def load_data(config):
   return ds, pipeline.leave_one_out(ds)
 
 
-def fill_text_features(config, ds, params, shardings):
-  """Writes the items' text embeddings into encoder/text/features (a
-  constant parameter) when the model reads item text; returns params."""
-  if not config.model.get('text_dim', 0):
+def fill_text_features(config, ds, params, shardings, *,
+                       load_layers: bool = True):
+  """Writes the items' text inputs into the model's constant parameters
+  when it reads item text: the text embeddings (encoder/text/features), or
+  with model.text_tune_layers=k the token states entering the top k text
+  blocks (encoder/text/hidden, token_mask) and, when `load_layers`, those
+  blocks' pretrained weights (False: they came from a checkpoint).
+  Returns params."""
+  m = config.model
+  if not m.get('text_dim', 0):
     return params
   from rec_jax import item_text  # pylint: disable=g-import-not-at-top
-  feats, stats = item_text.item_embeddings(
-      ds, model_path=config.model.get('text_model', ''),
-      max_length=config.model.get('text_max_length', 128),
-      num_layers=config.model.get('text_layers', 0),
-      random_init=config.model.get('text_random_init', False))
-  target = params['encoder']['text']['features']
-  if feats.shape[1] != target.shape[1]:
-    raise ValueError(f'model.text_dim={target.shape[1]} but the text '
-                     f'encoder gives {feats.shape[1]}-d embeddings')
-  full = np.zeros(target.shape, np.float32)
-  full[:len(feats)] = feats
-  logging.info('Item text features: %d items, %s (%.1f s).',
-               ds.num_items, 'from cache' if stats['cached'] else
-               'computed', stats['seconds'])
-  params['encoder']['text']['features'] = jax.device_put(
-      full.astype(target.dtype),
-      shardings['encoder']['text']['features'])
+  text = dict(params['encoder']['text'])
+  sh = shardings['encoder']['text']
+  k = m.get('text_tune_layers', 0)
+  if k:
+    depth = m.get('text_layers', 0) or text_encoder_depth(m)
+    states, masks, enc, stats = item_text.item_token_states(
+        ds, model_path=m.get('text_model', ''),
+        max_length=m.get('text_max_length', 128), below=depth - k,
+        random_init=m.get('text_random_init', False))
+    target = text['hidden']
+    if states.shape[1] > target.shape[1] or states.shape[2] != target.shape[2]:
+      raise ValueError(f'token states {states.shape} do not fit '
+                       f'encoder/text/hidden {target.shape}')
+    full = np.zeros(target.shape, np.float32)
+    full[:len(states), :states.shape[1]] = states
+    mask = np.zeros(text['token_mask'].shape, np.float32)
+    mask[:len(masks), :masks.shape[1]] = masks
+    text['hidden'] = jax.device_put(full.astype(target.dtype), sh['hidden'])
+    text['token_mask'] = jax.device_put(mask, sh['token_mask'])
+    if load_layers:
+      layers = dict(text['layers'])
+      for i in range(k):
+        layers[i] = jax.tree.map(
+            lambda w, s, old: jax.device_put(np.asarray(w, old.dtype), s),
+            enc().layer_params(depth - k + i), sh['layers'][i], layers[i])
+      text['layers'] = layers
+    logging.info('Item text: token states of %d items below text layer %d '
+                 '(%s, %s, %.1f s); top %d layers tune%s.', ds.num_items,
+                 depth - k, 'x'.join(map(str, states.shape)),
+                 'from cache' if stats['cached'] else 'computed',
+                 stats['seconds'], k,
+                 ' from the pretrained weights' if load_layers else '')
+  else:
+    feats, stats = item_text.item_embeddings(
+        ds, model_path=m.get('text_model', ''),
+        max_length=m.get('text_max_length', 128),
+        num_layers=m.get('text_layers', 0),
+        random_init=m.get('text_random_init', False))
+    target = text['features']
+    if feats.shape[1] != target.shape[1]:
+      raise ValueError(f'model.text_dim={target.shape[1]} but the text '
+                       f'encoder gives {feats.shape[1]}-d embeddings')
+    full = np.zeros(target.shape, np.float32)
+    full[:len(feats)] = feats
+    logging.info('Item text features: %d items, %s (%.1f s).',
+                 ds.num_items, 'from cache' if stats['cached'] else
+                 'computed', stats['seconds'])
+    text['features'] = jax.device_put(full.astype(target.dtype),
+                                      sh['features'])
+  params = dict(params)
+  params['encoder'] = dict(params['encoder'])
+  params['encoder']['text'] = text
   return params
+
+
+def text_encoder_depth(model_cfg) -> int:
+  from rec_jax import text_encoder  # pylint: disable=g-import-not-at-top
+  return text_encoder.model_config(
+      model_cfg.get('text_model', ''))['num_hidden_layers']
 
 
 def abstract_model(build: Callable[[nnx.Rngs], nnx.Module], config, mesh):

@@ -137,3 +137,91 @@ def test_text_recipe_end_to_end_with_cold_items(tmp_path):
   assert set(r['test_cold']) == set(r['test'])
   assert r['test_cold_users'] > 0 and r['test_warm_users'] > 0
   assert r['test_cold_users'] + r['test_warm_users'] == r['num_users']
+
+
+def _tuned_config(**model):
+  import conftest  # pylint: disable=g-import-not-at-top
+  config = conftest.load_config('recommended',
+                                'smoke,pretrain=false,text=true')
+  config.model.update(**{'text_tune_layers': 1, 'text_max_length': 8,
+                         **model})
+  return config
+
+
+def test_tuned_text_layers_start_at_the_frozen_features():
+  """model.text_tune_layers=1: the top MiniLM block runs inside the
+  recommender on cached token states; at initialisation it reproduces the
+  frozen text features exactly, its gradient is finite (table padding
+  rows included) and it trains while the token states never do."""
+  from rec_jax import finetune  # pylint: disable=g-import-not-at-top
+  from rec_jax import sharding  # pylint: disable=g-import-not-at-top
+  from rec_jax import trainer  # pylint: disable=g-import-not-at-top
+  config = _tuned_config()
+  ds, _ = trainer.load_data(config)
+  mesh = sharding.make_mesh(config.mesh)
+  graphdef, abs_params, param_sh = finetune.abstract_model(
+      config, ds.num_items, mesh)
+  params = finetune.init_params(config, ds.num_items, mesh, param_sh, 0)
+  params = trainer.fill_text_features(config, ds, params, param_sh)
+  frozen, _ = item_text.item_embeddings(ds, max_length=8)
+  model = nnx.merge(graphdef, params)
+  tuned = np.asarray(model.encoder.text.embeddings(jnp.float32))
+  np.testing.assert_allclose(tuned[:len(frozen)], frozen, atol=2e-5)
+  assert not np.any(tuned[len(frozen):])  # table rows that are no item
+
+  def loss(p):
+    return jnp.sum(nnx.merge(graphdef, p).encoder.item_table()[1:7] ** 2)
+
+  grads = jax.grad(loss)(params)
+  layer = grads['encoder']['text']['layers'][0]
+  assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
+  assert np.abs(np.asarray(layer['up']['kernel'])).max() > 0
+  for key in ('hidden', 'token_mask'):
+    assert not peft.trainable(f'encoder/text/{key}', 'full', 1)
+  assert peft.trainable('encoder/text/layers/0/up/kernel', 'full', 1)
+  trainable, total = peft.count(abs_params, 'full', 1)
+  assert trainable == total  # the token states are data, not parameters
+  with pytest.raises(ValueError, match='text_tune_layers=7'):
+    finetune.abstract_model(_tuned_config(text_tune_layers=7), ds.num_items,
+                            mesh)
+
+
+def test_tuned_text_layers_carry_from_pretraining_to_fine_tuning(tmp_path):
+  """Pretraining tunes the top text block with the recommender; the
+  fine-tune restores the tuned block (not the LM's weights) and trains on."""
+  proc = subprocess.run(
+      [sys.executable, '-m', 'rec_jax.main',
+       '--config=configs/recommended.py:smoke,text=true',
+       '--config.model.text_tune_layers=1',
+       '--config.model.text_max_length=8', '--config.model.vocab_multiple=8',
+       '--config.pretrain.num_epochs=1', '--config.pretrain.batch_size=32',
+       '--config.pretrain.objectives.contrastive=0',
+       '--config.finetune.num_epochs=1',
+       f'--workdir={tmp_path}', '--config.checkpoint.async_save=false'],
+      cwd=REPO, capture_output=True, text=True, timeout=900)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  logs = [l for l in proc.stderr.splitlines() if 'top 1 layers tune' in l]
+  assert len(logs) == 2, logs
+  assert 'from the pretrained weights' in logs[0]  # pretraining: from MiniLM
+  assert 'from the pretrained weights' not in logs[1]  # fine-tune: restored
+  r = json.loads((tmp_path / 'results.json').read_text())
+  assert r['test']['ndcg@10'] > 0.0 and r['trainable_params'] > 1_700_000
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  from rec_jax import checkpoints  # pylint: disable=g-import-not-at-top
+  from rec_jax import text_encoder  # pylint: disable=g-import-not-at-top
+  lm = text_encoder.TextEncoder.pretrained(max_length=8).layer_params(5)
+  for stage in ('pretrain', 'finetune'):
+    saved = ocp.PyTreeCheckpointer().restore(
+        checkpoints.resolve_params_dir(str(tmp_path / stage)))
+    layer = saved['encoder']['text']['layers']
+    layer = layer.get('0', layer.get(0))
+    delta = np.abs(np.asarray(layer['up']['kernel']) -
+                   np.asarray(lm['up']['kernel'])).max()
+    assert delta > 1e-4, stage  # the block moved away from MiniLM's
+  # The served artifact holds the tuned block's output as frozen features
+  # and recommends what the in-process model ranks.
+  import serve_test  # pylint: disable=g-import-not-at-top
+  model, _ = serve_test._same_top_k_as_evaluation(str(tmp_path))  # pylint: disable=protected-access
+  cfg = json.loads((tmp_path / 'export' / 'config.json').read_text())
+  assert cfg['model']['text_tune_layers'] == 0
+  assert model.manifest['num_params'] < 1_000_000  # no text block, no states

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from rec_jax import text_encoder
 from rec_jax.models import layers
 
 
@@ -23,23 +24,61 @@ def vocab_size(num_items: int, multiple: int) -> int:
 
 
 class TextAdaptor(nnx.Module):
-  """Frozen item-text embeddings -> item representations (UniSRec-style):
-  a mixture of `experts` parametric whitening maps (x - b_k) W_k, mixed by
-  a softmax gate on x. `features` [V, text_dim] is a parameter that never
-  trains (rec_jax.peft.CONSTANT): filled from the text encoder, saved with
-  the model."""
+  """Item text -> item representations (UniSRec-style): a mixture of
+  `experts` parametric whitening maps (x - b_k) W_k, mixed by a softmax gate
+  on the text embedding x.
+
+  Frozen text (`tune_layers=0`): x is `features` [V, text_dim], the items'
+  text embeddings, a parameter that never trains (rec_jax.peft.CONSTANT):
+  filled from the text encoder, saved with the model.
+
+  Tuned text (`tune_layers=k`): the top k layers of the text encoder run
+  inside the recommender on every item's token states entering them
+  (`hidden` [V, T, text_dim] and `token_mask` [V, T], constants computed
+  once by the frozen lower layers), followed by the encoder's mean pooling
+  and L2 normalisation, so the k layers train end to end with the
+  recommendation loss. At initialisation (pretrained layer weights) x equals
+  the frozen features. `text_config` is the text model's config.json.
+  """
 
   def __init__(self, vocab: int, text_dim: int, dim: int, experts: int, *,
-               rngs: nnx.Rngs):
+               rngs: nnx.Rngs, tune_layers: int = 0,
+               text_config: dict | None = None, max_tokens: int = 0):
     z = nnx.initializers.zeros_init()
-    self.features = layers.param(None, (vocab, text_dim), ('vocab', None), z)
+    self.tune_layers = tune_layers
+    if tune_layers:
+      if not text_config or max_tokens <= 0:
+        raise ValueError('model.text_tune_layers needs the text model config '
+                         'and model.text_max_length > 0')
+      if text_config['hidden_size'] != text_dim:
+        raise ValueError(f'model.text_dim={text_dim} but the text model is '
+                         f'{text_config["hidden_size"]}-d')
+      self.hidden = layers.param(None, (vocab, max_tokens, text_dim),
+                                 ('vocab', None, None), z)
+      self.token_mask = layers.param(None, (vocab, max_tokens),
+                                     ('vocab', None), z)
+      self.layers = nnx.List([text_encoder.Layer(text_config, rngs=rngs)
+                              for _ in range(tune_layers)])
+    else:
+      self.features = layers.param(None, (vocab, text_dim), ('vocab', None),
+                                   z)
     self.bias = layers.param(None, (experts, text_dim), (None, None), z)
     self.proj = layers.param(rngs.params(), (experts, text_dim, dim),
                              (None, None, 'embed'))
     self.gate = layers.param(None, (text_dim, experts), (None, None), z)
 
+  def embeddings(self, dtype):
+    """[V, text_dim] text embeddings of every table row."""
+    if not self.tune_layers:
+      return self.features[...].astype(dtype)
+    mask = self.token_mask[...] > 0
+    x = self.hidden[...].astype(dtype)
+    for layer in self.layers:
+      x = layer(x, mask)
+    return text_encoder.mean_pool(x, mask).astype(dtype)
+
   def __call__(self, dtype):
-    x = self.features[...].astype(dtype)
+    x = self.embeddings(dtype)
     gate = jax.nn.softmax((x @ self.gate[...].astype(dtype)).astype(
         jnp.float32), -1).astype(dtype)                       # [V, K]
     xw = jnp.einsum('vt,ktd->vkd', x, self.proj[...].astype(dtype))
@@ -58,6 +97,8 @@ class SequenceEncoder(nnx.Module):
                remat: bool = False, text_dim: int = 0,
                lora_table_rank: int = 0, lora_table_init: float = 0.02,
                text_mode: str = 'transductive', text_experts: int = 4,
+               text_tune_layers: int = 0, text_config: dict | None = None,
+               text_max_tokens: int = 0,
                peft: layers.Peft = layers.NO_PEFT, rngs: nnx.Rngs):
     self.num_items = num_items
     self.max_len = max_len
@@ -87,7 +128,10 @@ class SequenceEncoder(nnx.Module):
     self.text_mode = text_mode
     if text_dim:
       self.text = TextAdaptor(self.item_embed.shape[0], text_dim, embed_dim,
-                              text_experts, rngs=rngs)
+                              text_experts, rngs=rngs,
+                              tune_layers=text_tune_layers,
+                              text_config=text_config,
+                              max_tokens=text_max_tokens)
     self.embed_norm = layers.LayerNorm(embed_dim, rngs=rngs)
     self.blocks = nnx.List([
         layers.Block(embed_dim, num_heads, mlp_dim, rngs=rngs, peft=peft)
@@ -279,6 +323,20 @@ class PretrainModel(nnx.Module):
             rngs.params(), (dim, dim), ('embed', 'embed_out')))
 
 
+def text_tuning_kwargs(model_cfg) -> dict:
+  """Model arguments of `model.text_tune_layers` (none when 0)."""
+  k = model_cfg.get('text_tune_layers', 0)
+  if not k or not model_cfg.get('text_dim', 0):
+    return {}
+  text_config = text_encoder.model_config(model_cfg.get('text_model', ''))
+  used = model_cfg.get('text_layers', 0) or text_config['num_hidden_layers']
+  if not 0 < k <= used:
+    raise ValueError(f'model.text_tune_layers={k}: expected 1..{used} (the '
+                     'text encoder layers in use)')
+  return dict(text_tune_layers=k, text_config=text_config,
+              text_max_tokens=model_cfg.get('text_max_length', 128))
+
+
 def encoder_kwargs(model_cfg, num_items: int) -> dict:
   return dict(
       num_items=num_items, max_len=model_cfg.max_len,
@@ -293,6 +351,7 @@ def encoder_kwargs(model_cfg, num_items: int) -> dict:
       lora_table_init=model_cfg.get('lora_table_init', 0.02),
       text_mode=model_cfg.get('text_mode', 'transductive'),
       text_experts=model_cfg.get('text_experts', 4),
+      **text_tuning_kwargs(model_cfg),
       peft=layers.Peft(
           lora_rank=model_cfg.get('lora_rank', 0),
           lora_alpha=model_cfg.get('lora_alpha', 0.0),
