@@ -144,6 +144,10 @@ def eval_config(batch_size: int = 256):
   return ml_collections.ConfigDict(dict(
       batch_size=batch_size,
       every_epochs=1,
+      # ... and at least this many training steps apart: with few training
+      # sequences (label_fraction=0.01: 2 steps an epoch) a per-epoch
+      # evaluation would early-stop a model that is still learning.
+      min_steps=40,
       metric='ndcg@10',       # early stopping / best checkpoint selection.
       mode='max',             # whether higher `metric` is better.
       top_k=20,               # predictions.jsonl list length.
@@ -239,6 +243,7 @@ def smoke(config):
   if 'pretrain' in config:
     config.pretrain.update(num_epochs=2, min_steps=0, batch_size=16)
   config.eval.batch_size = 64
+  config.eval.min_steps = 0
   config.log_every_steps = 5
   return config
 

@@ -182,6 +182,19 @@ def validation(config, ds, split, evaluator):
       params, split.valid_history, split.valid_target, desc='valid')[0]
 
 
+def eval_every(eval_cfg, steps_per_epoch: int) -> int:
+  """Epochs between validations: eval.every_epochs, stretched so that at
+  least eval.min_steps training steps separate two of them (early stopping
+  counts validations, so its patience stays a number of steps too)."""
+  every = eval_cfg.every_epochs
+  need = eval_cfg.get('min_steps', 0)
+  if need and steps_per_epoch * every < need:
+    every = -(-need // max(steps_per_epoch, 1))
+    logging.info('Validating every %d epochs (%d steps an epoch, '
+                 'eval.min_steps=%d).', every, steps_per_epoch, need)
+  return every
+
+
 def labelled_users(train, fraction: float, seed: int):
   """The training sequences of a random `fraction` of users (at least one):
   the low-label regime. Pretraining still sees every user; validation and
@@ -325,7 +338,8 @@ def run(config, workdir: str, init_from: str | None = None) -> dict:
       lr_schedule=lr_schedule, log_every=config.log_every_steps,
       checkpoint_every=config.checkpoint.every_steps,
       evaluate=validation(config, ds, split, evaluator),
-      eval_every=config.eval.every_epochs, metric=config.eval.metric,
+      eval_every=eval_every(config.eval, steps_per_epoch),
+      metric=config.eval.metric,
       mode=config.eval.get('mode', 'max'),
       patience=cfg.patience, desc='finetune')
   state, meta = trainer.fit(spec, state=state, meta=meta, ckpt=ckpt,

@@ -57,3 +57,17 @@ def test_label_fraction_picks_a_fixed_subset():
   with pytest.raises(ValueError, match='label_fraction=0'):
     finetune.labelled_users(train, 0.0, seed=0)
 
+
+def test_validation_waits_for_enough_steps():
+  """With few labelled users an epoch is a couple of steps; validation
+  (and so early stopping's patience) is spaced by eval.min_steps."""
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  cfg = ml_collections.ConfigDict(dict(every_epochs=1, min_steps=40))
+  assert finetune.eval_every(cfg, 166) == 1  # Beauty, all users
+  assert finetune.eval_every(cfg, 17) == 3   # 10% of them: 51 steps
+  assert finetune.eval_every(cfg, 2) == 20   # 1%
+  cfg.every_epochs = 2
+  assert finetune.eval_every(cfg, 30) == 2
+  cfg.min_steps = 0
+  assert finetune.eval_every(cfg, 1) == 2
+
