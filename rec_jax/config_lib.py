@@ -147,7 +147,7 @@ def eval_config(batch_size: int = 256):
       # ... and at least this many training steps apart: with few training
       # sequences (label_fraction=0.01: 2 steps an epoch) a per-epoch
       # evaluation would early-stop a model that is still learning.
-      min_steps=40,
+      min_steps=16,
       metric='ndcg@10',       # early stopping / best checkpoint selection.
       mode='max',             # whether higher `metric` is better.
       top_k=20,               # predictions.jsonl list length.

@@ -62,10 +62,10 @@ def test_validation_waits_for_enough_steps():
   """With few labelled users an epoch is a couple of steps; validation
   (and so early stopping's patience) is spaced by eval.min_steps."""
   import ml_collections  # pylint: disable=g-import-not-at-top
-  cfg = ml_collections.ConfigDict(dict(every_epochs=1, min_steps=40))
+  cfg = ml_collections.ConfigDict(dict(every_epochs=1, min_steps=16))
   assert finetune.eval_every(cfg, 166) == 1  # Beauty, all users
-  assert finetune.eval_every(cfg, 17) == 3   # 10% of them: 51 steps
-  assert finetune.eval_every(cfg, 2) == 20   # 1%
+  assert finetune.eval_every(cfg, 14) == 2   # 10% of Toys: 28 steps
+  assert finetune.eval_every(cfg, 2) == 8    # 1% of Beauty
   cfg.every_epochs = 2
   assert finetune.eval_every(cfg, 30) == 2
   cfg.min_steps = 0
