@@ -54,7 +54,8 @@ def fill_text_features(config, ds, params, shardings, *,
   sh = shardings['encoder']['text']
   k = m.get('text_tune_layers', 0)
   if k:
-    depth = m.get('text_layers', 0) or text_encoder_depth(m)
+    from rec_jax.models import sequence  # pylint: disable=g-import-not-at-top
+    depth = sequence.text_layers_in_use(m)
     states, masks, enc, stats = item_text.item_token_states(
         ds, model_path=m.get('text_model', ''),
         max_length=m.get('text_max_length', 128), below=depth - k,
@@ -103,12 +104,6 @@ def fill_text_features(config, ds, params, shardings, *,
   params['encoder'] = dict(params['encoder'])
   params['encoder']['text'] = text
   return params
-
-
-def text_encoder_depth(model_cfg) -> int:
-  from rec_jax import text_encoder  # pylint: disable=g-import-not-at-top
-  return text_encoder.model_config(
-      model_cfg.get('text_model', ''))['num_hidden_layers']
 
 
 def abstract_model(build: Callable[[nnx.Rngs], nnx.Module], config, mesh):

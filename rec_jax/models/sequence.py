@@ -323,13 +323,23 @@ class PretrainModel(nnx.Module):
             rngs.params(), (dim, dim), ('embed', 'embed_out')))
 
 
+def text_layers_in_use(model_cfg, text_config: dict | None = None) -> int:
+  """How many text-encoder blocks the model reads (model.text_layers, or
+  all of the text model's)."""
+  if model_cfg.get('text_layers', 0):
+    return model_cfg.text_layers
+  text_config = text_config or text_encoder.model_config(
+      model_cfg.get('text_model', ''))
+  return text_config['num_hidden_layers']
+
+
 def text_tuning_kwargs(model_cfg) -> dict:
   """Model arguments of `model.text_tune_layers` (none when 0)."""
   k = model_cfg.get('text_tune_layers', 0)
   if not k or not model_cfg.get('text_dim', 0):
     return {}
   text_config = text_encoder.model_config(model_cfg.get('text_model', ''))
-  used = model_cfg.get('text_layers', 0) or text_config['num_hidden_layers']
+  used = text_layers_in_use(model_cfg, text_config)
   if not 0 < k <= used:
     raise ValueError(f'model.text_tune_layers={k}: expected 1..{used} (the '
                      'text encoder layers in use)')
