@@ -35,9 +35,18 @@ def run(task, seed, pretrain, root, ctr_epochs):
                          f'_s{seed}')
   args = [f'--config=configs/recommended.py:dataset={dataset},task={task},'
           f'pretrain={str(pretrain).lower()},seed={seed}']
+  allow = ()
   if task == 'ctr':
     args.append(f'--config.finetune.num_epochs={ctr_epochs}')
-  return common.run_main(args, workdir)
+    # The learning rate is constant, so a finished run configured for more
+    # epochs that stopped after ctr_epochs is the ctr_epochs run.
+    if common.config_of(args).finetune.optimizer.schedule == 'constant':
+      allow = ('finetune.num_epochs',)
+  r = common.run_main(args, workdir, allow=allow)
+  if task == 'ctr' and r['epochs'] > ctr_epochs:
+    raise ValueError(f'{workdir} trained {r["epochs"]} epochs, more than '
+                     f'--ctr_epochs={ctr_epochs}')
+  return r
 
 
 def main():

@@ -79,7 +79,8 @@ def dapt_folder(dataset, root, scratch=False):
   architecture MLM-trained from random initialisation (--scratch_lr)."""
   out = os.path.join(root, f'minilm_mlm{"_scratch" if scratch else ""}_'
                      f'{dataset}')
-  if not os.path.exists(os.path.join(out, 'adaptation.json')):
+  if not (OPTIONS['only_finished'] or
+          os.path.exists(os.path.join(out, 'adaptation.json'))):
     _subprocess([sys.executable, '-m', 'rec_jax.text_mlm',
                  f'--config=configs/recommended.py:dataset={dataset}',
                  f'--out={out}', f'--steps={OPTIONS["mlm_steps"]}']
@@ -91,7 +92,8 @@ def dapt_folder(dataset, root, scratch=False):
 def source_pretrain(seed, root):
   source = OPTIONS['source']
   workdir = os.path.join(root, f'source_{source}_s{seed}')
-  if not os.path.exists(os.path.join(workdir, 'pretrain', 'summary.json')):
+  if not (OPTIONS['only_finished'] or os.path.exists(
+      os.path.join(workdir, 'pretrain', 'summary.json'))):
     _subprocess([sys.executable, '-m', 'rec_jax.main',
                  f'--config=configs/recommended.py:dataset={source},'
                  f'seed={seed},text=true', f'--workdir={workdir}',
@@ -101,8 +103,6 @@ def source_pretrain(seed, root):
 
 def run(name, seed, root, dataset):
   arg, extra = RUNS[name]
-  if OPTIONS['only_finished']:
-    extra = []  # nothing will be launched.
   if OPTIONS['arg']:
     have = {a.split('=')[0] for a in arg.split(',')}
     arg = ','.join([arg] + [a for a in OPTIONS['arg'].split(',')
