@@ -1,16 +1,28 @@
 """Test set-up: 8 fake CPU devices before any JAX use, fast compiles."""
 
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
                            ' --xla_force_host_platform_device_count=8')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+# Fast compiles here and in every subprocess the tests start (the recipes run
+# through `python -m rec_jax.main` inherit the environment): XLA's slow
+# optimisation passes off (halves a smoke run), and one compilation cache for
+# the session, so the many smoke runs of the same recipe compile once.
+os.environ.setdefault('JAX_DISABLE_MOST_OPTIMIZATIONS', 'true')
+if not os.environ.get('JAX_COMPILATION_CACHE_DIR'):
+  _compile_cache = tempfile.mkdtemp(prefix='rec_jax_xla_cache_')
+  atexit.register(shutil.rmtree, _compile_cache, ignore_errors=True)
+  os.environ['JAX_COMPILATION_CACHE_DIR'] = _compile_cache
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.2')
 
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import flags  # pylint: disable=g-import-not-at-top,wrong-import-position
 import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-jax.config.update('jax_disable_most_optimizations', True)
 # grain and config_flags read absl flags; tests do not go through app.run.
 flags.FLAGS.mark_as_parsed()
 
