@@ -23,6 +23,12 @@ reused when finished):
   cross        the same, initialised from a text      } same fine-tune with
                inductive encoder pretrained on        } and without
                --source (ml-1m titles and genres)     } pretraining elsewhere
+  text_tune1   text=true, the top MiniLM block tuned end to end with the
+               recommender (model.text_tune_layers=1)
+  text_tune1_lora  the same with finetune=lora (adapters on that block and
+               the recommender; meant with --arg=pretrain=true)
+  (text_tune1* run only when named in --runs: every step runs the block
+  over every item's tokens, an accelerator's job.)
 Writes benchmarks/results/text.{md,json}.
 """
 
@@ -53,6 +59,12 @@ RUNS = {
     # every step runs it over every item's tokens).
     'text_tune1': ('text=true', ['--config.model.text_tune_layers=1',
                                  '--config.model.text_max_length=64']),
+    # The same with rank-8 LoRA on the block (and the recommender's
+    # blocks and table: finetune=lora), meant after pretraining
+    # (--arg=pretrain=true).
+    'text_tune1_lora': ('text=true,finetune=lora',
+                        ['--config.model.text_tune_layers=1',
+                         '--config.model.text_max_length=64']),
     'cold_ids': ('text=false', ['--config.data.cold_fraction=0.1']),
     'cold_text': ('text=true', ['--config.data.cold_fraction=0.1',
                                 '--config.model.text_mode=inductive']),
@@ -260,7 +272,7 @@ def main():
   print('\n'.join(lines))
 
 
-ACCELERATOR_RUNS = ('text_tune1',)
+ACCELERATOR_RUNS = ('text_tune1', 'text_tune1_lora')
 
 # (run, baseline, what the comparison asks), metric 'test' or 'test_cold'.
 COMPARISONS = (
@@ -272,6 +284,8 @@ COMPARISONS = (
     ('text_dapt', 'text', 'test', 'domain-adaptive MLM vs none'),
     ('text_tune1', 'text', 'test', 'top text block tuned end to end vs '
      'frozen text features'),
+    ('text_tune1_lora', 'text_tune1', 'test', 'LoRA on the tuned text '
+     'block (and the recommender) vs tuning it fully'),
     ('text', 'text_scratch_mlm', 'test', 'pretrained language model vs the '
      'same encoder MLM-trained from scratch on the item texts'),
     ('text_dapt', 'text_scratch_mlm', 'test', 'pretrained + domain-adaptive '

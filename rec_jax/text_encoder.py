@@ -16,6 +16,7 @@ Where the weights come from (first that exists):
 The tokenizer is transformers' AutoTokenizer on the local folder, offline.
 """
 
+import functools
 import hashlib
 import json
 import os
@@ -47,15 +48,27 @@ class TextModelError(RuntimeError):
 
 
 class _Dense(nnx.Module):
+  """x W + b; with `lora_rank` r, W + scale * A B (A [in, r], B [r, out] at
+  zero: a fresh adapter leaves the layer as loaded; rec_jax.peft.merge_lora
+  folds the pair into `kernel`)."""
 
-  def __init__(self, fan_in: int, fan_out: int, *, rngs: nnx.Rngs):
+  def __init__(self, fan_in: int, fan_out: int, *, rngs: nnx.Rngs,
+               lora_rank: int = 0, lora_scale: float = 1.0):
     self.kernel = nnx.Param(nnx.initializers.normal(0.02)(
         rngs.params(), (fan_in, fan_out)))
     self.bias = nnx.Param(jnp.zeros((fan_out,)))
+    self.lora_scale = lora_scale
+    if lora_rank:
+      self.lora_kernel_a = nnx.Param(nnx.initializers.normal(0.02)(
+          rngs.params(), (fan_in, lora_rank)))
+      self.lora_kernel_b = nnx.Param(jnp.zeros((lora_rank, fan_out)))
 
   def __call__(self, x):
-    return x @ self.kernel[...].astype(x.dtype) + self.bias[...].astype(
-        x.dtype)
+    w = self.kernel[...]
+    if hasattr(self, 'lora_kernel_a'):
+      w = w + self.lora_scale * (self.lora_kernel_a[...] @
+                                 self.lora_kernel_b[...])
+    return x @ w.astype(x.dtype) + self.bias[...].astype(x.dtype)
 
 
 class _LayerNorm(nnx.Module):
@@ -74,18 +87,23 @@ class _LayerNorm(nnx.Module):
 
 
 class Layer(nnx.Module):
-  """A post-LayerNorm BERT block."""
+  """A post-LayerNorm BERT block; `lora_rank` > 0 adds rank-r adapters
+  (scale lora_alpha / r) to its six projections."""
 
-  def __init__(self, cfg: dict, *, rngs: nnx.Rngs):
+  def __init__(self, cfg: dict, *, rngs: nnx.Rngs, lora_rank: int = 0,
+               lora_alpha: float = 0.0):
     h, m = cfg['hidden_size'], cfg['intermediate_size']
     self.heads = cfg['num_attention_heads']
-    self.query = _Dense(h, h, rngs=rngs)
-    self.key = _Dense(h, h, rngs=rngs)
-    self.value = _Dense(h, h, rngs=rngs)
-    self.out = _Dense(h, h, rngs=rngs)
+    dense = functools.partial(_Dense, rngs=rngs, lora_rank=lora_rank,
+                              lora_scale=(lora_alpha or lora_rank) /
+                              max(lora_rank, 1))
+    self.query = dense(h, h)
+    self.key = dense(h, h)
+    self.value = dense(h, h)
+    self.out = dense(h, h)
     self.attn_norm = _LayerNorm(h, cfg['layer_norm_eps'])
-    self.up = _Dense(h, m, rngs=rngs)
-    self.down = _Dense(m, h, rngs=rngs)
+    self.up = dense(h, m)
+    self.down = dense(m, h)
     self.mlp_norm = _LayerNorm(h, cfg['layer_norm_eps'])
 
   def __call__(self, x, mask):

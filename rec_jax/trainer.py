@@ -38,6 +38,22 @@ def load_data(config):
   return ds, pipeline.leave_one_out(ds)
 
 
+def _load_weights(new, old, sh, where: str):
+  """`old` (a params subtree) with the leaves of `new` put in their place,
+  on old's shardings and dtypes; leaves only `old` has (LoRA adapters the
+  fine-tune adds) stay."""
+  if not isinstance(new, dict):
+    if new.shape != old.shape:
+      raise ValueError(f'{where}: weight {new.shape} does not fit the '
+                       f'model\'s {old.shape}')
+    return jax.device_put(np.asarray(new, old.dtype), sh)
+  missing = sorted(set(new) - set(old))
+  if missing:
+    raise ValueError(f'{where}: the model has no {missing}')
+  return {k: _load_weights(new[k], v, sh[k], f'{where}/{k}') if k in new
+          else v for k, v in old.items()}
+
+
 def fill_text_features(config, ds, params, shardings, *,
                        load_layers: bool = True):
   """Writes the items' text inputs into the model's constant parameters
@@ -73,9 +89,9 @@ def fill_text_features(config, ds, params, shardings, *,
     if load_layers:
       layers = dict(text['layers'])
       for i in range(k):
-        layers[i] = jax.tree.map(
-            lambda w, s, old: jax.device_put(np.asarray(w, old.dtype), s),
-            enc().layer_params(depth - k + i), sh['layers'][i], layers[i])
+        layers[i] = _load_weights(enc().layer_params(depth - k + i),
+                                  layers[i], sh['layers'][i],
+                                  f'text layer {depth - k + i}')
       text['layers'] = layers
     logging.info('Item text: token states of %d items below text layer %d '
                  '(%s, %s, %.1f s); top %d layers tune%s.', ds.num_items,

@@ -186,6 +186,62 @@ def test_tuned_text_layers_start_at_the_frozen_features():
                             mesh)
 
 
+def test_lora_on_tuned_text_layers():
+  """finetune=lora with model.text_tune_layers=1: the tuned text block gets
+  rank-8 adapters on its six projections, which train while its weights
+  stay frozen; fresh adapters keep the block as loaded, and merged into the
+  weights they give the same item text embeddings."""
+  from rec_jax import finetune  # pylint: disable=g-import-not-at-top
+  from rec_jax import sharding  # pylint: disable=g-import-not-at-top
+  from rec_jax import trainer  # pylint: disable=g-import-not-at-top
+  config = _tuned_config()
+  peft.configure(config, 'lora')
+  ds, _ = trainer.load_data(config)
+  mesh = sharding.make_mesh(config.mesh)
+  graphdef, abs_params, param_sh = finetune.abstract_model(
+      config, ds.num_items, mesh)
+  params = finetune.init_params(config, ds.num_items, mesh, param_sh, 0)
+  params = trainer.fill_text_features(config, ds, params, param_sh)
+  layer = params['encoder']['text']['layers'][0]
+  projections = ('query', 'key', 'value', 'out', 'up', 'down')
+  for name in projections:
+    assert layer[name]['lora_kernel_a'].shape == (
+        layer[name]['kernel'].shape[0], 8)
+    assert not np.any(np.asarray(layer[name]['lora_kernel_b']))
+    assert peft.trainable(f'encoder/text/layers/0/{name}/lora_kernel_a',
+                          'lora', 1)
+    assert not peft.trainable(f'encoder/text/layers/0/{name}/kernel', 'lora',
+                              1)
+  frozen, _ = item_text.item_embeddings(ds, max_length=8)
+  tuned = np.asarray(nnx.merge(graphdef, params).encoder.text.embeddings(
+      jnp.float32))
+  np.testing.assert_allclose(tuned[:len(frozen)], frozen, atol=2e-5)
+  trainable, total = peft.count(abs_params, 'lora', config.model.num_layers)
+  text_lora = sum(8 * (a + b) for a, b in [(384, 384)] * 4 +
+                  [(384, 1536), (1536, 384)])
+  assert text_lora < trainable < 0.05 * total
+
+  rng = np.random.default_rng(0)
+  params = jax.tree_util.tree_map_with_path(
+      lambda p, x: x + rng.normal(size=x.shape).astype(np.float32) * 0.05
+      if 'lora_kernel' in str(p[-1]) else x, jax.device_get(params))
+  adapted = np.asarray(nnx.merge(graphdef, params).encoder.text.embeddings(
+      jnp.float32))
+  assert np.abs(adapted - tuned).max() > 1e-3  # the adapters act
+  merged = peft.merge_lora(params, scale=config.model.lora_alpha /
+                           config.model.lora_rank)
+  plain = _tuned_config()
+  plain_graph, _, _ = finetune.abstract_model(plain, ds.num_items, mesh)
+  text = jax.tree.map(jnp.asarray, merged['encoder']['text'])
+  model = nnx.merge(plain_graph, finetune.init_params(
+      plain, ds.num_items, mesh,
+      finetune.abstract_model(plain, ds.num_items, mesh)[2], 0))
+  nnx.update(model.encoder.text, text)
+  np.testing.assert_allclose(
+      np.asarray(model.encoder.text.embeddings(jnp.float32)), adapted,
+      atol=1e-5)
+
+
 def test_tuned_text_layers_carry_from_pretraining_to_fine_tuning(tmp_path):
   """Pretraining tunes the top text block with the recommender; the
   fine-tune restores the tuned block (not the LM's weights) and trains on."""

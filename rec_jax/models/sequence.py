@@ -39,11 +39,14 @@ class TextAdaptor(nnx.Module):
   and L2 normalisation, so the k layers train end to end with the
   recommendation loss. At initialisation (pretrained layer weights) x equals
   the frozen features. `text_config` is the text model's config.json.
+  `peft.lora_rank` > 0 puts LoRA adapters on the tuned layers' projections
+  (finetune=lora then trains those, not the layers' weights).
   """
 
   def __init__(self, vocab: int, text_dim: int, dim: int, experts: int, *,
                rngs: nnx.Rngs, tune_layers: int = 0,
-               text_config: dict | None = None, max_tokens: int = 0):
+               text_config: dict | None = None, max_tokens: int = 0,
+               peft: layers.Peft = layers.NO_PEFT):
     z = nnx.initializers.zeros_init()
     self.tune_layers = tune_layers
     if tune_layers:
@@ -57,8 +60,11 @@ class TextAdaptor(nnx.Module):
                                  ('vocab', None, None), z)
       self.token_mask = layers.param(None, (vocab, max_tokens),
                                      ('vocab', None), z)
-      self.layers = nnx.List([text_encoder.Layer(text_config, rngs=rngs)
-                              for _ in range(tune_layers)])
+      self.layers = nnx.List([
+          text_encoder.Layer(text_config, rngs=rngs,
+                             lora_rank=peft.lora_rank,
+                             lora_alpha=peft.lora_scale * peft.lora_rank)
+          for _ in range(tune_layers)])
     else:
       self.features = layers.param(None, (vocab, text_dim), ('vocab', None),
                                    z)
@@ -131,7 +137,7 @@ class SequenceEncoder(nnx.Module):
                               text_experts, rngs=rngs,
                               tune_layers=text_tune_layers,
                               text_config=text_config,
-                              max_tokens=text_max_tokens)
+                              max_tokens=text_max_tokens, peft=peft)
     self.embed_norm = layers.LayerNorm(embed_dim, rngs=rngs)
     self.blocks = nnx.List([
         layers.Block(embed_dim, num_heads, mlp_dim, rngs=rngs, peft=peft)
