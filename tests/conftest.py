@@ -19,7 +19,6 @@ if not os.environ.get('JAX_COMPILATION_CACHE_DIR'):
   os.environ['JAX_COMPILATION_CACHE_DIR'] = _compile_cache
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.2')
 
-import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import flags  # pylint: disable=g-import-not-at-top,wrong-import-position
 import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
 

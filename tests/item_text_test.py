@@ -148,21 +148,29 @@ def _tuned_config(**model):
   return config
 
 
-def test_tuned_text_layers_start_at_the_frozen_features():
-  """model.text_tune_layers=1: the top MiniLM block runs inside the
-  recommender on cached token states; at initialisation it reproduces the
-  frozen text features exactly, its gradient is finite (table padding
-  rows included) and it trains while the token states never do."""
+def _initialised(config):
+  """(dataset, mesh, graphdef, abstract params, params with the item text
+  filled in) of the fine-tune model of `config` at initialisation."""
   from rec_jax import finetune  # pylint: disable=g-import-not-at-top
   from rec_jax import sharding  # pylint: disable=g-import-not-at-top
   from rec_jax import trainer  # pylint: disable=g-import-not-at-top
-  config = _tuned_config()
   ds, _ = trainer.load_data(config)
   mesh = sharding.make_mesh(config.mesh)
   graphdef, abs_params, param_sh = finetune.abstract_model(
       config, ds.num_items, mesh)
   params = finetune.init_params(config, ds.num_items, mesh, param_sh, 0)
   params = trainer.fill_text_features(config, ds, params, param_sh)
+  return ds, mesh, graphdef, abs_params, params
+
+
+def test_tuned_text_layers_start_at_the_frozen_features():
+  """model.text_tune_layers=1: the top MiniLM block runs inside the
+  recommender on cached token states; at initialisation it reproduces the
+  frozen text features exactly, its gradient is finite (table padding
+  rows included) and it trains while the token states never do."""
+  from rec_jax import finetune  # pylint: disable=g-import-not-at-top
+  config = _tuned_config()
+  ds, mesh, graphdef, abs_params, params = _initialised(config)
   frozen, _ = item_text.item_embeddings(ds, max_length=8)
   model = nnx.merge(graphdef, params)
   tuned = np.asarray(model.encoder.text.embeddings(jnp.float32))
@@ -192,16 +200,9 @@ def test_lora_on_tuned_text_layers():
   stay frozen; fresh adapters keep the block as loaded, and merged into the
   weights they give the same item text embeddings."""
   from rec_jax import finetune  # pylint: disable=g-import-not-at-top
-  from rec_jax import sharding  # pylint: disable=g-import-not-at-top
-  from rec_jax import trainer  # pylint: disable=g-import-not-at-top
   config = _tuned_config()
   peft.configure(config, 'lora')
-  ds, _ = trainer.load_data(config)
-  mesh = sharding.make_mesh(config.mesh)
-  graphdef, abs_params, param_sh = finetune.abstract_model(
-      config, ds.num_items, mesh)
-  params = finetune.init_params(config, ds.num_items, mesh, param_sh, 0)
-  params = trainer.fill_text_features(config, ds, params, param_sh)
+  ds, mesh, graphdef, abs_params, params = _initialised(config)
   layer = params['encoder']['text']['layers'][0]
   projections = ('query', 'key', 'value', 'out', 'up', 'down')
   for name in projections:
@@ -231,11 +232,11 @@ def test_lora_on_tuned_text_layers():
   merged = peft.merge_lora(params, scale=config.model.lora_alpha /
                            config.model.lora_rank)
   plain = _tuned_config()
-  plain_graph, _, _ = finetune.abstract_model(plain, ds.num_items, mesh)
+  plain_graph, _, plain_sh = finetune.abstract_model(plain, ds.num_items,
+                                                     mesh)
   text = jax.tree.map(jnp.asarray, merged['encoder']['text'])
   model = nnx.merge(plain_graph, finetune.init_params(
-      plain, ds.num_items, mesh,
-      finetune.abstract_model(plain, ds.num_items, mesh)[2], 0))
+      plain, ds.num_items, mesh, plain_sh, 0))
   nnx.update(model.encoder.text, text)
   np.testing.assert_allclose(
       np.asarray(model.encoder.text.embeddings(jnp.float32)), adapted,
