@@ -88,15 +88,14 @@ class _LayerNorm(nnx.Module):
 
 class Layer(nnx.Module):
   """A post-LayerNorm BERT block; `lora_rank` > 0 adds rank-r adapters
-  (scale lora_alpha / r) to its six projections."""
+  (W + lora_scale * A B) to its six projections."""
 
   def __init__(self, cfg: dict, *, rngs: nnx.Rngs, lora_rank: int = 0,
-               lora_alpha: float = 0.0):
+               lora_scale: float = 1.0):
     h, m = cfg['hidden_size'], cfg['intermediate_size']
     self.heads = cfg['num_attention_heads']
     dense = functools.partial(_Dense, rngs=rngs, lora_rank=lora_rank,
-                              lora_scale=(lora_alpha or lora_rank) /
-                              max(lora_rank, 1))
+                              lora_scale=lora_scale)
     self.query = dense(h, h)
     self.key = dense(h, h)
     self.value = dense(h, h)

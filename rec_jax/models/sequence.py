@@ -63,7 +63,7 @@ class TextAdaptor(nnx.Module):
       self.layers = nnx.List([
           text_encoder.Layer(text_config, rngs=rngs,
                              lora_rank=peft.lora_rank,
-                             lora_alpha=peft.lora_scale * peft.lora_rank)
+                             lora_scale=peft.lora_scale)
           for _ in range(tune_layers)])
     else:
       self.features = layers.param(None, (vocab, text_dim), ('vocab', None),
