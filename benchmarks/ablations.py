@@ -23,7 +23,6 @@ import csv
 import datetime
 import json
 import os
-import platform
 import sys
 
 import numpy as np
@@ -80,6 +79,9 @@ def aggregate(runs):
         [r.get('pretrain_seconds', 0.0) for r in res])) / 60
     row['finetune_min'] = float(np.mean([r['train_seconds'] for r in res])) / 60
     row['finetune_epochs'] = float(np.mean([r['epochs'] for r in res]))
+    row['hardware'] = common.hardware(
+        res + [dict(hardware=r['pretrain_hardware']) for r in res
+               if r.get('pretrain_hardware')])
     scratch = runs.get((dataset, 'scratch'))
     if scratch and recipe != 'scratch':
       # Seed-matched: the scratch runs of the same seeds as this row.
@@ -106,7 +108,7 @@ def fmt(row, m):
 def markdown(rows, cmd):
   head = ('| dataset | recipe | seeds | NDCG@10 | HR@10 | NDCG@5 | HR@5 '
           '| NDCG@20 | HR@20 | MRR | Δ NDCG@10 vs scratch | vs best published '
-          '| pretrain min | fine-tune min |\n' + '|---' * 14 + '|')
+          '| pretrain min | fine-tune min | hardware |\n' + '|---' * 15 + '|')
   lines = []
   for r in rows:
     delta = r.get('delta_ndcg@10_pct')
@@ -119,12 +121,12 @@ def markdown(rows, cmd):
         f'{fmt(r, "hr@5")} | {fmt(r, "ndcg@20")} | {fmt(r, "hr@20")} | '
         f'{fmt(r, "mrr")} | '
         f'{delta} | {tgt} | {r["pretrain_min"]:.1f} | '
-        f'{r["finetune_min"]:.1f} |')
+        f'{r["finetune_min"]:.1f} | {r.get("hardware", "–")} |')
   return (
       '# Pretraining ablation (full ranking, leave-one-out, history '
       'excluded)\n\n'
-      f'Measured {datetime.date.today()} on {platform.machine()} '
-      f'({os.cpu_count()} CPU cores), test metrics, mean ± std over seeds, '
+      f'Tabulated {datetime.date.today()}; each row\'s times come from the '
+      f'machine in its hardware column; test metrics, mean ± std over seeds, '
       f'with\n\n```\nREC_JAX_DATA_DIR=../shared/data {cmd}\n```\n\n'
       f'{head}\n' + '\n'.join(lines) + '\n\n'
       '`scratch`: the shared fine-tune from random initialisation. '
@@ -172,7 +174,9 @@ def main():
   p.add_argument('--out', default=os.path.join(REPO, 'benchmarks', 'results',
                                                'ablations'))
   args = p.parse_args()
-  rows = aggregate(collect(args))
+  runs = collect(args)
+  common.exit_if_planning()
+  rows = aggregate(runs)
   if not rows:
     raise SystemExit('no finished runs to tabulate')
   cmd = ' '.join(['python', 'benchmarks/ablations.py'] + sys.argv[1:])

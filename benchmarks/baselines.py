@@ -16,7 +16,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import sys
 
 import numpy as np
@@ -111,18 +110,20 @@ def main():
           f'{pub if pub else "–"} | '
           f'{np.mean([r["epochs"] for r in res]):.0f} | '
           f'{np.mean([r["seconds_per_epoch"] for r in res]):.1f} | '
-          f'{np.mean([r["train_seconds"] for r in res]) / 60:.1f} |')
+          f'{np.mean([r["train_seconds"] for r in res]) / 60:.1f} | '
+          f'{common.hardware(res)} |')
       print(rows[-1], flush=True)
+  common.exit_if_planning()
   header = (
       '| dataset | model | seeds | test NDCG@10 | HR@10 | NDCG@20 | HR@20 '
       '| MRR | NDCG@10, 99 sampled negatives | published NDCG@10 '
-      '| epochs | s/epoch | train min |\n'
-      '|---|---|---|---|---|---|---|---|---|---|---|---|---|')
+      '| epochs | s/epoch | train min | hardware |\n'
+      '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|')
   cmd = ' '.join(['python', 'benchmarks/baselines.py'] + sys.argv[1:])
   text = (
       f'# SASRec / BERT4Rec baselines (full ranking, history excluded)\n\n'
-      f'Measured {datetime.date.today()} on {platform.machine()} '
-      f'({os.cpu_count()} CPU cores), mean ± std over seeds, with\n\n'
+      f'Tabulated {datetime.date.today()}; each row\'s times come from the '
+      f'machine in its hardware column; mean ± std over seeds, with\n\n'
       f'```\nREC_JAX_DATA_DIR=../shared/data {cmd}\n```\n\n'
       f'{header}\n' + '\n'.join(rows) + '\n\n'
       'Published: full-ranking NDCG@10 on the same files from the S3-Rec line '

@@ -11,6 +11,22 @@ import time
 import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# When set, run_main (and every other launch of rec_jax.main here) appends
+# the run to this JSON-lines file instead of running it, for
+# benchmarks/run_plan.py to run many at once elsewhere (an accelerator).
+PLAN_ENV = 'REC_JAX_BENCH_PLAN'
+
+
+def plan(args, workdir: str) -> bool:
+  """Appends `rec_jax.main --workdir=workdir *args` to the plan file named by
+  $REC_JAX_BENCH_PLAN; False (nothing done) when that is unset."""
+  path = os.environ.get(PLAN_ENV)
+  if not path:
+    return False
+  with open(path, 'a', encoding='utf-8') as f:
+    f.write(json.dumps(dict(workdir=os.path.abspath(workdir),
+                            args=list(args))) + '\n')
+  return True
 
 
 def mean_std(values, digits: int = 4) -> str:
@@ -111,6 +127,33 @@ def check_finished(args, workdir: str, allow=()) -> None:
                      f'this benchmark asks for {want or "no checkpoint"}.')
 
 
+# Runs from before results.json recorded its machine all ran on the 2-core
+# x86_64 CPU machine of this repository's first tables.
+EARLY_HARDWARE = '1x cpu (2 cores)'
+
+
+def hardware(results) -> str:
+  """The machines a group of runs trained on (results.json's `hardware`),
+  'cpu (2 cores)' or 'NVIDIA H200' style, with ' + ' between kinds."""
+  kinds = sorted({r.get('hardware') or EARLY_HARDWARE for r in results})
+  return ' + '.join(k.split('x ', 1)[-1] if k.startswith('1x ') else k
+                    for k in kinds)
+
+
+def planning() -> bool:
+  return bool(os.environ.get(PLAN_ENV))
+
+
+def exit_if_planning() -> None:
+  """Ends a benchmark script that only planned its runs (nothing to
+  tabulate yet)."""
+  if planning():
+    print(f'planned the unfinished runs into ${PLAN_ENV}='
+          f'{os.environ[PLAN_ENV]}; run them with benchmarks/run_plan.py, '
+          'then tabulate with --only_finished.')
+    sys.exit(0)
+
+
 def run_main(args, workdir: str, *, only_finished: bool = False,
              allow=()):
   """`python -m rec_jax.main --workdir=workdir *args` unless workdir holds a
@@ -123,22 +166,43 @@ def run_main(args, workdir: str, *, only_finished: bool = False,
     check_finished(args, workdir, allow)
     with open(results, encoding='utf-8') as f:
       return json.load(f)
-  if only_finished:
+  if only_finished or plan(args, workdir):
     return None
-  cmd = [sys.executable, '-m', 'rec_jax.main', f'--workdir={workdir}',
-         *args]
+  cmd = main_command(args, workdir)
   print('+', ' '.join(cmd), flush=True)
+  rc = launch(cmd)
+  if rc:
+    raise SystemExit(f'run failed ({rc}): {" ".join(cmd)}')
+  with open(results, encoding='utf-8') as f:
+    return json.load(f)
+
+
+def main_command(args, workdir: str) -> list[str]:
+  return [sys.executable, '-m', 'rec_jax.main', f'--workdir={workdir}',
+          *args]
+
+
+def launch(cmd, *, stdout=None, on_start=None) -> int:
+  """Runs `cmd` (a main_command) from the repository root; returns its exit
+  status. When it wrote a results.json (a finished run), adds the run's
+  wall seconds and peak resident memory to it. `on_start(proc)` is called
+  with the started process (to stop it from elsewhere)."""
+  workdir = next(a.split('=', 1)[1] for a in cmd
+                 if a.startswith('--workdir='))
+  results = os.path.join(workdir, 'results.json')
   t = time.time()
-  proc = subprocess.Popen(cmd, cwd=REPO)
+  proc = subprocess.Popen(cmd, cwd=REPO, stdout=stdout,
+                          stderr=subprocess.STDOUT if stdout else None)
+  if on_start:
+    on_start(proc)
   peak = 0.0
   while proc.poll() is None:
     peak = max(peak, _peak_rss_mb(proc.pid))
     time.sleep(0.5)
-  if proc.returncode:
-    raise SystemExit(f'run failed ({proc.returncode}): {" ".join(cmd)}')
-  with open(results, encoding='utf-8') as f:
-    out = json.load(f)
-  out.update(wall_seconds=time.time() - t, peak_rss_mb=peak)
-  with open(results, 'w', encoding='utf-8') as f:
-    json.dump(out, f, indent=2)
-  return out
+  if proc.returncode == 0 and os.path.exists(results):
+    with open(results, encoding='utf-8') as f:
+      out = json.load(f)
+    out.update(wall_seconds=time.time() - t, peak_rss_mb=peak)
+    with open(results, 'w', encoding='utf-8') as f:
+      json.dump(out, f, indent=2)
+  return proc.returncode

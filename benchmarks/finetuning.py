@@ -21,7 +21,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import subprocess
 import sys
 
@@ -35,20 +34,18 @@ REPO = common.REPO
 ARG = ['']  # ',smoke' etc., appended to every arg string.
 
 
-def run(args_list, workdir):
-  """Runs rec_jax.main; returns results.json plus the run's peak RSS."""
-  return common.run_main(args_list, workdir)
 
 
 def pretrained(recipe, dataset, seed, root, arg=''):
   """The pretraining stage of `recipe` (run once, then reused)."""
   workdir = os.path.join(root, f'pre_{recipe}_{dataset}_s{seed}')
   if not os.path.exists(os.path.join(workdir, 'pretrain', 'summary.json')):
-    cmd = [sys.executable, '-m', 'rec_jax.main', f'--workdir={workdir}',
-           f'--config=configs/{recipe}.py:dataset={dataset},seed={seed}{arg}',
-           '--stage=pretrain']
-    print('+', ' '.join(cmd), flush=True)
-    subprocess.run(cmd, cwd=REPO, check=True)
+    args = [f'--config=configs/{recipe}.py:dataset={dataset},seed={seed}{arg}',
+            '--stage=pretrain']
+    if not common.plan(args, workdir):
+      cmd = common.main_command(args, workdir)
+      print('+', ' '.join(cmd), flush=True)
+      subprocess.run(cmd, cwd=REPO, check=True)
   return os.path.join(workdir, 'pretrain')
 
 
@@ -58,20 +55,33 @@ def methods_study(args, seeds, root):
     for m in args.methods.split(','):
       res = []
       for s in seeds:
-        pre = pretrained(args.recipe, d, s, root, ARG[0])
-        res.append(run([f'--config=configs/{args.recipe}.py:dataset={d},'
-                        f'seed={s},pretrain=false,finetune={m}{ARG[0]}',
-                        f'--config.init_from.path={pre}'],
-                       os.path.join(root, f'{m}_{d}_s{s}')))
+        pre = os.path.join(root, f'pre_{args.recipe}_{d}_s{s}', 'pretrain')
+        if not (args.only_finished and
+                not os.path.exists(os.path.join(pre, 'summary.json'))):
+          pre = pretrained(args.recipe, d, s, root, ARG[0])
+        r = common.run_main(
+            [f'--config=configs/{args.recipe}.py:dataset={d},'
+             f'seed={s},pretrain=false,finetune={m}{ARG[0]}',
+             f'--config.init_from.path={pre}'],
+            os.path.join(root, f'{m}_{d}_s{s}'),
+            only_finished=args.only_finished)
+        if r is not None:
+          res.append(r)
+      if not res:
+        continue
       rows.append(dict(
           dataset=d, method=m, seeds=len(res),
           ndcg10=[r['test']['ndcg@10'] for r in res],
           trainable=res[0]['trainable_params'], total=res[0]['total_params'],
           minutes=np.mean([r['train_seconds'] for r in res]) / 60,
-          peak_mb=np.mean([r.get('peak_rss_mb', 0.0) for r in res])))
+          peak_mb=np.mean([r.get('peak_rss_mb', 0.0) for r in res]),
+          peak_device_mb=(np.mean([r['peak_device_mb'] for r in res])
+                          if all(r.get('peak_device_mb') for r in res)
+                          else None),
+          hardware=common.hardware(res)))
   lines = ['| dataset | method | seeds | test NDCG@10 | vs full | trainable '
-           'params | % of total | fine-tune min | peak RSS MB |',
-           '|---|---|---|---|---|---|---|---|---|']
+           'params | % of total | fine-tune min | peak RSS MB | peak device '
+           'MB | hardware |', '|---|---|---|---|---|---|---|---|---|---|---|']
   for r in rows:
     full = [x for x in rows if x['dataset'] == r['dataset'] and
             x['method'] == 'full']
@@ -81,7 +91,9 @@ def methods_study(args, seeds, root):
         f'| {r["dataset"]} | {r["method"]} | {r["seeds"]} | '
         f'{mean_std(r["ndcg10"])} | {rel} | {r["trainable"]:,} | '
         f'{100 * r["trainable"] / r["total"]:.2f}% | {r["minutes"]:.1f} | '
-        f'{r["peak_mb"]:.0f} |')
+        f'{r["peak_mb"]:.0f} | '
+        + (f'{r["peak_device_mb"]:.0f}' if r['peak_device_mb'] else '–')
+        + f' | {r["hardware"]} |')
   return rows, '\n'.join(lines)
 
 
@@ -100,7 +112,7 @@ def fraction_study(args, seeds, root):
           if init == 'scratch' and f == 1 and args.reuse_scratch:
             r = baselines.run_one('sasrec', d, s, args.reuse_scratch, [],
                                   only_finished=True)
-            if r is None and not args.only_finished:
+            if r is None and not (args.only_finished or common.planning()):
               raise FileNotFoundError(
                   f'--reuse_scratch: no finished sasrec_{d}_s{s} in '
                   f'{args.reuse_scratch}')
@@ -125,10 +137,12 @@ def fraction_study(args, seeds, root):
                            ndcg10=[r['test']['ndcg@10'] for r in res],
                            hr10=[r['test']['hr@10'] for r in res],
                            train_seconds=[r['train_seconds'] for r in res],
-                           epochs=[r['epochs'] for r in res]))
+                           epochs=[r['epochs'] for r in res],
+                           hardware=common.hardware(res)))
   lines = ['| dataset | label fraction | pretrained NDCG@10 | scratch NDCG@10 '
            '| ratio | pretrained HR@10 | scratch HR@10 | fine-tune min '
-           '(pre / scratch) |', '|---|---|---|---|---|---|---|---|']
+           '(pre / scratch) | hardware |',
+           '|---|---|---|---|---|---|---|---|---|']
   get = lambda d, f, i: next((r for r in rows if r['dataset'] == d and
                               r['fraction'] == f and r['init'] == i), None)
   fmt = lambda r, k: mean_std(r[k]) + (f' ({r["seeds"]})' if r['seeds'] !=
@@ -142,9 +156,10 @@ def fraction_study(args, seeds, root):
                if p and s else '–')
       mins = ' / '.join(f'{np.mean(r["train_seconds"]) / 60:.1f}' if r
                         else '–' for r in (p, s))
+      hw = ' / '.join(r['hardware'] if r else '–' for r in (p, s))
       lines.append(f'| {d} | {f:g} | {fmt(p, "ndcg10")} | '
                    f'{fmt(s, "ndcg10")} | {ratio} | {fmt(p, "hr10")} | '
-                   f'{fmt(s, "hr10")} | {mins} |')
+                   f'{fmt(s, "hr10")} | {mins} | {hw} |')
   return rows, '\n'.join(lines)
 
 
@@ -193,13 +208,15 @@ def main():
   seeds = [int(s) for s in args.seeds.split(',')]
   study = methods_study if args.study == 'methods' else fraction_study
   rows, table = study(args, seeds, args.workroot)
+  common.exit_if_planning()
   out = args.out or os.path.join(REPO, 'benchmarks', 'results',
                                  f'finetune_{args.study}')
   os.makedirs(os.path.dirname(out), exist_ok=True)
   cmd = ' '.join(['python', 'benchmarks/finetuning.py'] + sys.argv[1:])
-  text = (f'# Fine-tuning: {args.study}\n\nMeasured {datetime.date.today()} '
-          f'on {platform.machine()} ({os.cpu_count()} CPU cores), test metrics '
-          f'(full ranking, history excluded), with\n\n```\n'
+  text = (f'# Fine-tuning: {args.study}\n\nTabulated '
+          f'{datetime.date.today()}; times come from the machine in the '
+          f'hardware column; test metrics (full ranking, history excluded), '
+          f'with\n\n```\n'
           f'REC_JAX_DATA_DIR=../shared/data {cmd}\n```\n\n{table}\n')
   with open(out + '.md', 'w', encoding='utf-8') as f:
     f.write(text)

@@ -43,7 +43,7 @@ def run(task, seed, pretrain, root, ctr_epochs):
     if common.config_of(args).finetune.optimizer.schedule == 'constant':
       allow = ('finetune.num_epochs',)
   r = common.run_main(args, workdir, allow=allow)
-  if task == 'ctr' and r['epochs'] > ctr_epochs:
+  if r is not None and task == 'ctr' and r['epochs'] > ctr_epochs:
     raise ValueError(f'{workdir} trained {r["epochs"]} epochs, more than '
                      f'--ctr_epochs={ctr_epochs}')
   return r
@@ -65,6 +65,8 @@ def main():
   for task in args.tasks.split(','):
     for pre in ([False, True] if args.pretrain else [False]):
       rs = [run(task, s, pre, args.workroot, args.ctr_epochs) for s in seeds]
+      if common.planning():
+        continue
       metric = TASKS[task][1]
       base = {name: np.mean([r['baselines'][name][metric] for r in rs])
               for name in rs[0]['baselines']}
@@ -77,6 +79,7 @@ def main():
           baselines=base, best_baseline=best,
           change=(np.mean(model) - base[best]) / base[best],
           epochs=[r['epochs'] for r in rs]))
+  common.exit_if_planning()
   cmd = 'python benchmarks/tasks.py ' + ' '.join(sys.argv[1:])
   lines = [f'# Downstream tasks ({datetime.date.today()})', '',
            f'`REC_JAX_DATA_DIR=../shared/data {cmd}` on {platform.machine()} '

@@ -82,6 +82,9 @@ OPTIONS = {}
 
 
 def _subprocess(cmd):
+  if os.environ.get(common.PLAN_ENV):
+    raise SystemExit(f'${common.PLAN_ENV} is set, but this run needs its '
+                     f'inputs made first (they cannot be planned): {cmd}')
   print('+', ' '.join(cmd), flush=True)
   subprocess.run(cmd, cwd=REPO, check=True)
 
@@ -213,6 +216,7 @@ def main():
       json.dump(speed, f)
   res = {n: {s: run(n, s, args.workroot, args.dataset) for s in seeds}
          for n in names}
+  common.exit_if_planning()
   res = {n: {s: r for s, r in v.items() if r is not None}
          for n, v in res.items()}
   names = [n for n in names if res[n]]

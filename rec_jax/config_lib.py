@@ -257,11 +257,17 @@ def pretrain_recipe(arg, objectives: dict, **pretrain_kwargs):
   from random initialisation, the ablation baseline), finetune (full |
   frozen | partial | lora | prefix | adapter, see rec_jax.peft),
   label_fraction (fine-tune on that fraction of users), task (next | ctr,
-  see rec_jax.tasks), smoke.
+  see rec_jax.tasks), pretrain_epochs (0: the recipe's length, else at
+  least that many epochs of pretraining), smoke.
   """
   args = parse_arg(arg, dataset='synthetic', seed=0, pretrain=True,
                    finetune='full', label_fraction=1.0, task='next',
-                   text=False, smoke=False)
+                   text=False, pretrain_epochs=0, smoke=False)
+  if args.pretrain_epochs < 0:
+    raise ValueError(f'pretrain_epochs={args.pretrain_epochs} in {arg!r}: '
+                     'must be >= 0 (0 = the recipe default).')
+  if args.pretrain_epochs:
+    pretrain_kwargs = dict(pretrain_kwargs, num_epochs=args.pretrain_epochs)
   config = ml_collections.ConfigDict()
   config.seed = args.seed
   config.data = data_config(args.dataset)

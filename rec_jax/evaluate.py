@@ -379,6 +379,8 @@ def run_eval(config, workdir: str) -> dict:
       train_seconds=train_summary['train_seconds'],
       epochs=train_summary['epochs'], best_epoch=train_summary['best_epoch'],
       seconds_per_epoch=train_summary['seconds_per_epoch'],
+      hardware=train_summary.get('hardware'),
+      peak_device_mb=train_summary.get('peak_device_mb'),
       stopped_early=train_summary['stopped_early'],
       init_from=train_summary.get('init_from'),
       finetune_method=train_summary.get('method', 'full'),
@@ -388,7 +390,8 @@ def run_eval(config, workdir: str) -> dict:
   if pre is not None:
     results.update(pretrain_seconds=pre['train_seconds'],
                    pretrain_epochs=pre['epochs'],
-                   pretrain_objectives=pre['objectives'])
+                   pretrain_objectives=pre['objectives'],
+                   pretrain_hardware=pre.get('hardware'))
   if jax.process_index() == 0:
     trainer.save_json(os.path.join(workdir, 'results.json'), results)
   return results

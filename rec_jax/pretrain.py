@@ -155,4 +155,4 @@ def run(config, workdir: str) -> dict:
   return dict(epochs=meta['epoch'], steps=step,
               train_seconds=meta['train_seconds'],
               seconds_per_epoch=meta['train_seconds'] / max(meta['epoch'], 1),
-              objectives=weights)
+              objectives=weights, hardware=trainer.hardware())

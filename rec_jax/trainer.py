@@ -331,9 +331,29 @@ def _evaluate(spec, state, meta, ckpt, writer, step, epoch):
                meta['best_epoch'])
 
 
+def hardware() -> str:
+  """What the run's times were measured on, e.g. '1x NVIDIA H200' or
+  '8x cpu (2 cores)' (tables that mix machines say which row ran where)."""
+  devices = jax.devices()
+  kind = devices[0].device_kind
+  if devices[0].platform == 'cpu':
+    kind = f'cpu ({os.cpu_count()} cores)'
+  return f'{len(devices)}x {kind}'
+
+
+def peak_device_mb() -> float | None:
+  """Peak accelerator memory of this process so far (None on CPU, whose
+  devices keep no such count; see the process's peak RSS there)."""
+  stats = jax.local_devices()[0].memory_stats()
+  if not stats or 'peak_bytes_in_use' not in stats:
+    return None
+  return stats['peak_bytes_in_use'] / 2**20
+
+
 def summary(meta: dict, step: int) -> dict:
   return dict(best_valid=meta['best'], best_step=meta['best_step'],
               best_epoch=meta['best_epoch'], epochs=meta['epoch'],
               steps=step, train_seconds=meta['train_seconds'],
               stopped_early=meta['stopped_early'],
-              seconds_per_epoch=meta['train_seconds'] / max(meta['epoch'], 1))
+              seconds_per_epoch=meta['train_seconds'] / max(meta['epoch'], 1),
+              hardware=hardware(), peak_device_mb=peak_device_mb())
