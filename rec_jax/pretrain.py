@@ -19,6 +19,7 @@ from absl import logging
 from flax import nnx
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from rec_jax import checkpoints
@@ -51,17 +52,19 @@ def builder(config, ds):
 
 
 def context(config, ds, split, weights, vocab: int, mesh):
-  """objectives.Context: the tables the active objectives need, replicated
-  on the mesh (correlated items from training sequences only)."""
+  """objectives.Context: the tables the active objectives need (correlated
+  items from training sequences only). They stay host (numpy) arrays: the
+  step closes over them, so they are compiled in as constants, replicated on
+  every device. A device array there would be copied back to the host at
+  every trace, which the train loop's transfer guard forbids off CPU."""
   cfg = config.pretrain
   similar = attributes = None
   ops = [o for o in cfg.augment.ops.split(',') if o]
   if 'contrastive' in weights and {'substitute', 'insert'} & set(ops):
-    similar = sharding.put_replicated(mesh, augment.item_correlations(
+    similar = np.asarray(augment.item_correlations(
         split.train, ds.num_items, vocab, k=cfg.augment.num_correlated))
   if needs_attributes(weights):
-    attributes = sharding.put_replicated(
-        mesh, objectives.attribute_table(ds, vocab))
+    attributes = np.asarray(objectives.attribute_table(ds, vocab))
   return objectives.Context(
       num_items=ds.num_items, causal=config.model.causal, cfg=cfg,
       attributes=attributes, num_attributes=ds.num_attributes,
