@@ -206,3 +206,34 @@ def test_features_from_the_pretrained_encoder(pretrained, tmp_path):
   np.testing.assert_array_equal(
       items, np.asarray(src['encoder']['item_embed'])[1:ds.num_items + 1])
   assert np.all(np.isfinite(users)) and users.std() > 0
+
+
+def test_pretrain_epochs_arg_sets_the_length():
+  assert load_config('recommended', 'smoke').pretrain.num_epochs == 2
+  assert load_config('recommended', '').pretrain.num_epochs == 20
+  assert load_config('recommended',
+                     'pretrain_epochs=60').pretrain.num_epochs == 60
+  with pytest.raises(ValueError, match='pretrain_epochs=-1'):
+    load_config('recommended', 'pretrain_epochs=-1')
+
+
+def test_pretraining_tables_stay_on_the_host(pretrained):
+  """The step closes over the objectives' tables; device arrays there are
+  copied back to the host at trace time, which the loop's transfer guard
+  refuses on accelerators. They must be numpy arrays."""
+  _, _, summary = pretrained
+  config = load_config('s3rec', 'smoke')
+  with config.unlocked():
+    config.pretrain.objectives.contrastive = 1.0
+    config.pretrain.augment.ops = 'substitute,insert'
+  ds, split = trainer.load_data(config)
+  weights = {k: v for k, v in config.pretrain.objectives.items() if v}
+  mesh = sharding.make_mesh(config.mesh)
+  ctx = pretrain.context(config, ds, split, weights, ds.num_items + 2, mesh)
+  assert isinstance(ctx.similar, np.ndarray)
+  assert isinstance(ctx.attributes, np.ndarray)
+  assert ctx.similar.shape == (ds.num_items + 2,
+                               config.pretrain.augment.num_correlated)
+  # Results say where they were measured.
+  assert summary['hardware'] == (
+      f'{jax.device_count()}x cpu ({os.cpu_count()} cores)')
