@@ -151,8 +151,9 @@ def main():
       counts = {}
       for j in jobs:
         counts[j['status']] = counts.get(j['status'], 0) + 1
-      print(f'[{time.time() - t0:6.0f} s] {counts}; '
-            f'{max(left, 0):.0f} s to the deadline', flush=True)
+      print(f'[{time.time() - t0:6.0f} s] {counts}' + (
+          f'; {max(left, 0):.0f} s to the deadline'
+          if left != float('inf') else ''), flush=True)
     time.sleep(1)
   for t in threads:
     t.join(timeout=10)
