@@ -131,9 +131,10 @@ def fraction_study(args, seeds, root):
                  f'pretrain=false,label_fraction={f}{ARG[0]}', *extra],
                 os.path.join(root, name), only_finished=args.only_finished)
           if r is not None:
-            res.append(r)
+            res.append(dict(r, seed=s))
         if res:
           rows.append(dict(dataset=d, fraction=f, init=init, seeds=len(res),
+                           seed_list=[r['seed'] for r in res],
                            ndcg10=[r['test']['ndcg@10'] for r in res],
                            hr10=[r['test']['hr@10'] for r in res],
                            train_seconds=[r['train_seconds'] for r in res],
@@ -152,8 +153,7 @@ def fraction_study(args, seeds, root):
       p, s = get(d, f, 'pretrained'), get(d, f, 'scratch')
       if not (p or s):
         continue
-      ratio = (f'{np.mean(p["ndcg10"]) / np.mean(s["ndcg10"]):.2f}x'
-               if p and s else '–')
+      ratio = paired_ratio(p, s) if p and s else '–'
       mins = ' / '.join(f'{np.mean(r["train_seconds"]) / 60:.1f}' if r
                         else '–' for r in (p, s))
       hw = ' / '.join(r['hardware'] if r else '–' for r in (p, s))
@@ -161,6 +161,21 @@ def fraction_study(args, seeds, root):
                    f'{fmt(s, "ndcg10")} | {ratio} | {fmt(p, "hr10")} | '
                    f'{fmt(s, "hr10")} | {mins} | {hw} |')
   return rows, '\n'.join(lines)
+
+
+def paired_ratio(p, s) -> str:
+  """Mean pretrained / mean scratch NDCG@10 over the seeds both have (a
+  seed finished on one side only would skew the ratio); names those seeds
+  when they are not all of either side's."""
+  both = sorted(set(p['seed_list']) & set(s['seed_list']))
+  if not both:
+    return '–'
+  pick = lambda r: np.mean([v for seed, v in zip(r['seed_list'], r['ndcg10'])
+                            if seed in both])
+  out = f'{pick(p) / pick(s):.2f}x'
+  if len(both) < max(len(p['seed_list']), len(s['seed_list'])):
+    out += f' (seed{"s" if len(both) > 1 else ""} {",".join(map(str, both))})'
+  return out
 
 
 def plot_fractions(rows, path):
