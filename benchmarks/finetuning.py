@@ -21,7 +21,6 @@ import argparse
 import datetime
 import json
 import os
-import subprocess
 import sys
 
 import numpy as np
@@ -36,16 +35,21 @@ ARG = ['']  # ',smoke' etc., appended to every arg string.
 
 
 
-def pretrained(recipe, dataset, seed, root, arg=''):
-  """The pretraining stage of `recipe` (run once, then reused)."""
+def pretrained(recipe, dataset, seed, root, arg='', only_finished=False):
+  """The pretraining stage of `recipe` (run once, then reused; planned
+  instead under $REC_JAX_BENCH_PLAN). Returns its directory, or None when
+  only_finished and it has not finished."""
   workdir = os.path.join(root, f'pre_{recipe}_{dataset}_s{seed}')
   if not os.path.exists(os.path.join(workdir, 'pretrain', 'summary.json')):
+    if only_finished:
+      return None
     args = [f'--config=configs/{recipe}.py:dataset={dataset},seed={seed}{arg}',
             '--stage=pretrain']
     if not common.plan(args, workdir):
       cmd = common.main_command(args, workdir)
       print('+', ' '.join(cmd), flush=True)
-      subprocess.run(cmd, cwd=REPO, check=True)
+      if rc := common.launch(cmd):
+        raise SystemExit(f'run failed ({rc}): {" ".join(cmd)}')
   return os.path.join(workdir, 'pretrain')
 
 
@@ -55,10 +59,9 @@ def methods_study(args, seeds, root):
     for m in args.methods.split(','):
       res = []
       for s in seeds:
-        pre = os.path.join(root, f'pre_{args.recipe}_{d}_s{s}', 'pretrain')
-        if not (args.only_finished and
-                not os.path.exists(os.path.join(pre, 'summary.json'))):
-          pre = pretrained(args.recipe, d, s, root, ARG[0])
+        pre = pretrained(args.recipe, d, s, root, ARG[0], args.only_finished)
+        if pre is None:
+          continue
         r = common.run_main(
             [f'--config=configs/{args.recipe}.py:dataset={d},'
              f'seed={s},pretrain=false,finetune={m}{ARG[0]}',
@@ -119,12 +122,11 @@ def fraction_study(args, seeds, root):
           else:
             extra, name = [], f'lf{f:g}_{init}_{d}_s{s}'
             if init == 'pretrained':
-              if args.only_finished and not os.path.exists(os.path.join(
-                  root, f'pre_{args.recipe}_{d}_s{s}', 'pretrain',
-                  'summary.json')):
+              pre = pretrained(args.recipe, d, s, root, ARG[0],
+                               args.only_finished)
+              if pre is None:
                 continue
-              extra = [f'--config.init_from.path='
-                       f'{pretrained(args.recipe, d, s, root, ARG[0])}']
+              extra = [f'--config.init_from.path={pre}']
               name = f'full_{d}_s{s}' if f == 1 else name
             r = common.run_main(
                 [f'--config=configs/{args.recipe}.py:dataset={d},seed={s},'

@@ -63,6 +63,13 @@ def finished(job) -> bool:
       else 'results.json'))
 
 
+def status_counts(jobs) -> dict:
+  counts = {}
+  for j in jobs:
+    counts[j['status']] = counts.get(j['status'], 0) + 1
+  return counts
+
+
 def main():
   p = argparse.ArgumentParser(description=__doc__.split('\n', maxsplit=1)[0])
   p.add_argument('--plan', action='append', required=True,
@@ -148,19 +155,14 @@ def main():
       break
     if time.time() - last_report > 60:
       last_report = time.time()
-      counts = {}
-      for j in jobs:
-        counts[j['status']] = counts.get(j['status'], 0) + 1
-      print(f'[{time.time() - t0:6.0f} s] {counts}' + (
+      print(f'[{time.time() - t0:6.0f} s] {status_counts(jobs)}' + (
           f'; {max(left, 0):.0f} s to the deadline'
           if left != float('inf') else ''), flush=True)
     time.sleep(1)
   for t in threads:
     t.join(timeout=10)
-  counts = {}
-  for j in jobs:
-    counts[j['status']] = counts.get(j['status'], 0) + 1
-  print(f'plan over after {time.time() - t0:.0f} s: {counts}', flush=True)
+  print(f'plan over after {time.time() - t0:.0f} s: {status_counts(jobs)}',
+        flush=True)
   if args.summary:
     with open(args.summary, 'w', encoding='utf-8') as f:
       json.dump(dict(seconds=time.time() - t0, parallel=args.parallel,
