@@ -49,7 +49,8 @@ def run_one(model, dataset, seed, workroot, overrides, only_finished=False,
 
 
 def plot_curves(runs, path):
-  """Validation NDCG@10 per epoch of every run, one panel per dataset."""
+  """Validation NDCG@10 per epoch of every run (from its workdir or the
+  archive), one panel per dataset."""
   plt = common.pyplot()
   datasets = sorted({d for d, _, _ in runs})
   fig, axes = plt.subplots(1, len(datasets), figsize=(4 * len(datasets), 3),
@@ -58,7 +59,8 @@ def plot_curves(runs, path):
     for (d, model, workdir) in runs:
       if d != dataset:
         continue
-      path_m = os.path.join(workdir, 'finetune', 'metrics.jsonl')
+      path_m = os.path.join(common.finished_dir(workdir), 'finetune',
+                            'metrics.jsonl')
       rows = [json.loads(l) for l in open(path_m, encoding='utf-8')]
       pts = sorted({r['step']: r['eval/valid/ndcg@10'] for r in rows
                     if 'eval/valid/ndcg@10' in r}.items())

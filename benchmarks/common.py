@@ -1,9 +1,20 @@
 """Helpers the benchmark scripts share: the repository root, running
-rec_jax.main once per workdir, mean ± std formatting and a headless
-matplotlib."""
+rec_jax.main once per workdir, the archive of finished runs, mean ± std
+formatting and a headless matplotlib.
+
+Workdirs (benchmarks/work/, ignored by git) hold checkpoints and vanish
+with the machine. Every run that finishes under benchmarks/work/ is also
+archived in benchmarks/results/runs/ (committed): its results.json, the
+config and summary of each stage and a thinned metrics log, a few tens of
+KB. The tables read a run from its workdir, else from the archive, so a
+later session, another machine or a fresh clone extends a table instead of
+starting it again; a run's config is checked against the benchmark's
+command either way.
+"""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -15,6 +26,80 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # the run to this JSON-lines file instead of running it, for
 # benchmarks/run_plan.py to run many at once elsewhere (an accelerator).
 PLAN_ENV = 'REC_JAX_BENCH_PLAN'
+WORK = os.path.join(REPO, 'benchmarks', 'work')
+ARCHIVE = os.path.join(REPO, 'benchmarks', 'results', 'runs')
+# What the archive keeps of a finished workdir (no checkpoints, no
+# predictions, no event files).
+ARCHIVED = ('results.json', 'pretrain/config.json', 'pretrain/summary.json',
+            'finetune/config.json', 'finetune/summary.json')
+METRIC_LOGS = ('pretrain/metrics.jsonl', 'finetune/metrics.jsonl')
+MAX_TRAIN_LINES = 100  # of a metrics log's training lines (all eval lines).
+
+
+def archive_dir(workdir: str):
+  """Where the archive keeps the run in `workdir`: the same path under
+  ARCHIVE as the workdir has under WORK; None outside WORK."""
+  rel = os.path.relpath(os.path.realpath(workdir), os.path.realpath(WORK))
+  if rel == '.' or rel.startswith('..'):
+    return None
+  return os.path.join(ARCHIVE, rel)
+
+
+def _thin_metrics(src: str, dst: str) -> None:
+  """Copies a metrics.jsonl keeping every evaluation line and at most
+  MAX_TRAIN_LINES evenly spaced training lines (the learning curve)."""
+  with open(src, encoding='utf-8') as f:
+    lines = [l for l in f if l.strip()]
+  train = [i for i, l in enumerate(lines) if '"eval/' not in l]
+  every = max(1, -(-len(train) // MAX_TRAIN_LINES))
+  keep = set(train[::every]) | {train[-1]} if train else set()
+  with open(dst, 'w', encoding='utf-8') as f:
+    f.writelines(l for i, l in enumerate(lines)
+                 if i in keep or '"eval/' in l)
+
+
+def archive(workdir: str):
+  """Copies the small files of a finished run into the archive (replacing
+  an earlier copy of that run); returns the archive path, or None when
+  the workdir lies outside WORK."""
+  dst = archive_dir(workdir)
+  if dst is None:
+    return None
+  if os.path.isdir(dst):
+    shutil.rmtree(dst)
+  for name in ARCHIVED + METRIC_LOGS:
+    src = os.path.join(workdir, name)
+    if not os.path.exists(src):
+      continue
+    os.makedirs(os.path.dirname(os.path.join(dst, name)), exist_ok=True)
+    if name in METRIC_LOGS:
+      _thin_metrics(src, os.path.join(dst, name))
+    else:
+      shutil.copyfile(src, os.path.join(dst, name))
+  return dst
+
+
+def finished_dir(workdir: str, name: str = 'results.json'):
+  """The directory holding the finished run of `workdir` (its file `name`):
+  the workdir itself, else its archived copy; None when neither has it."""
+  for d in (workdir, archive_dir(workdir)):
+    if d and os.path.exists(os.path.join(d, name)):
+      return d
+  return None
+
+
+def _run_path(path):
+  """A checkpoint path comparable across clones and machines: the part
+  under benchmarks/work/; None for a path elsewhere."""
+  if not path:
+    return None
+  mark = os.sep + os.path.join('benchmarks', 'work') + os.sep
+  real = os.path.realpath(path)
+  for p in (path, real):
+    if mark in p:
+      return p.split(mark, 1)[1]
+  rel = os.path.relpath(real, os.path.realpath(WORK))
+  return None if rel.startswith('..') else rel
 
 
 def plan(args, workdir: str) -> bool:
@@ -81,7 +166,8 @@ def config_of(args):
 
 
 def check_finished(args, workdir: str, allow=()) -> None:
-  """Raises ValueError when the finished run in workdir was made with
+  """Raises ValueError when the finished run in workdir (or its archived
+  copy, see finished_dir) was made with
   another config than `args` give (a renamed recipe or a changed default
   would otherwise be tabulated under the new name with the old numbers);
   the check main makes before resuming a stage. The fine-tune may take its
@@ -91,6 +177,10 @@ def check_finished(args, workdir: str, allow=()) -> None:
   from absl import logging  # pylint: disable=g-import-not-at-top
   from rec_jax import config_lib  # pylint: disable=g-import-not-at-top
   config = config_of(args)
+  run_dir = finished_dir(workdir)
+  if run_dir is None:
+    raise FileNotFoundError(f'{workdir}: no finished run there or in the '
+                            f'archive ({archive_dir(workdir)})')
   pretrains = 'pretrain' in config and bool(config.pretrain.enabled)
   stages = [('finetune', ('pretrain.*', 'init_from.path'))]
   if pretrains:
@@ -99,14 +189,14 @@ def check_finished(args, workdir: str, allow=()) -> None:
   logging.set_verbosity(logging.ERROR)  # keys newer code added: expected.
   try:
     for stage, free in stages:
-      config_lib.check_resume(os.path.join(workdir, stage), config, stage,
-                              (*free, *allow))
+      config_lib.check_resume(os.path.join(run_dir, stage), config, stage,
+                              (*free, *allow), finished=True)
   except ValueError as e:
-    raise ValueError(f'{workdir}/results.json is from another config '
+    raise ValueError(f'{run_dir}/results.json is from another config '
                      f'than this benchmark asks for: {e}') from None
   finally:
     logging.set_verbosity(verbosity)
-  with open(os.path.join(workdir, 'results.json'), encoding='utf-8') as f:
+  with open(os.path.join(run_dir, 'results.json'), encoding='utf-8') as f:
     started = json.load(f).get('init_from')
   if config.init_from.path:
     want = config.init_from.path
@@ -118,13 +208,20 @@ def check_finished(args, workdir: str, allow=()) -> None:
   if real(want) == real(started) or (
       want and started and real(started).startswith(real(want) + os.sep)):
     return
-  if want and started and not os.path.exists(started):
+  # Archived runs (or runs made in another clone) name their checkpoint
+  # where it was: compare the part under benchmarks/work/.
+  want_run, started_run = _run_path(want), _run_path(started)
+  if want_run and started_run:
+    if (want_run == started_run or
+        started_run.startswith(want_run + os.sep)):
+      return
+  elif want and started and not os.path.exists(started):
     print(f'warning: {workdir} fine-tuned from {started}, which no longer '
           f'exists (a run moved here?); cannot check it is {want}.',
           file=sys.stderr)
-  else:
-    raise ValueError(f'{workdir}/results.json fine-tuned from {started}; '
-                     f'this benchmark asks for {want or "no checkpoint"}.')
+    return
+  raise ValueError(f'{run_dir}/results.json fine-tuned from {started}; '
+                   f'this benchmark asks for {want or "no checkpoint"}.')
 
 
 # Runs from before results.json recorded its machine all ran on the 2-core
@@ -162,9 +259,9 @@ def run_main(args, workdir: str, *, only_finished: bool = False,
   RSS added when it ran here, or None when only_finished and the run has not
   finished. `allow`: config keys a finished run may differ in."""
   results = os.path.join(workdir, 'results.json')
-  if os.path.exists(results):
+  if (run_dir := finished_dir(workdir)) is not None:
     check_finished(args, workdir, allow)
-    with open(results, encoding='utf-8') as f:
+    with open(os.path.join(run_dir, 'results.json'), encoding='utf-8') as f:
       return json.load(f)
   if only_finished or plan(args, workdir):
     return None
@@ -185,7 +282,8 @@ def main_command(args, workdir: str) -> list[str]:
 def launch(cmd, *, stdout=None, on_start=None) -> int:
   """Runs `cmd` (a main_command) from the repository root; returns its exit
   status. When it wrote a results.json (a finished run), adds the run's
-  wall seconds and peak resident memory to it. `on_start(proc)` is called
+  wall seconds and peak resident memory to it; a run that finished (or a
+  pretraining stage) is archived (see archive). `on_start(proc)` is called
   with the started process (to stop it from elsewhere)."""
   workdir = next(a.split('=', 1)[1] for a in cmd
                  if a.startswith('--workdir='))
@@ -205,4 +303,8 @@ def launch(cmd, *, stdout=None, on_start=None) -> int:
     out.update(wall_seconds=time.time() - t, peak_rss_mb=peak)
     with open(results, 'w', encoding='utf-8') as f:
       json.dump(out, f, indent=2)
+  if proc.returncode == 0 and (
+      os.path.exists(results) or
+      os.path.exists(os.path.join(workdir, 'pretrain', 'summary.json'))):
+    archive(workdir)
   return proc.returncode

@@ -38,7 +38,8 @@ ARG = ['']  # ',smoke' etc., appended to every arg string.
 def pretrained(recipe, dataset, seed, root, arg='', only_finished=False):
   """The pretraining stage of `recipe` (run once, then reused; planned
   instead under $REC_JAX_BENCH_PLAN). Returns its directory, or None when
-  only_finished and it has not finished."""
+  only_finished and its checkpoint is not here (an archived pretraining
+  has no checkpoint to fine-tune from)."""
   workdir = os.path.join(root, f'pre_{recipe}_{dataset}_s{seed}')
   if not os.path.exists(os.path.join(workdir, 'pretrain', 'summary.json')):
     if only_finished:
@@ -53,21 +54,29 @@ def pretrained(recipe, dataset, seed, root, arg='', only_finished=False):
   return os.path.join(workdir, 'pretrain')
 
 
+def finetuned(args, root, dataset, seed, arg, workdir):
+  """results.json of the fine-tune `arg` from the pretrained encoder of
+  (dataset, seed), finished here or archived; else runs (or plans) the
+  pretraining when its checkpoint is missing, then the fine-tune. None when
+  only_finished and it has not finished."""
+  pre = os.path.join(root, f'pre_{args.recipe}_{dataset}_s{seed}', 'pretrain')
+  cmd = [f'--config=configs/{args.recipe}.py:dataset={dataset},seed={seed},'
+         f'pretrain=false,{arg}{ARG[0]}', f'--config.init_from.path={pre}']
+  r = common.run_main(cmd, workdir, only_finished=True)
+  if r is not None or args.only_finished:
+    return r
+  pretrained(args.recipe, dataset, seed, root, ARG[0])
+  return common.run_main(cmd, workdir)
+
+
 def methods_study(args, seeds, root):
   rows = []
   for d in args.datasets.split(','):
     for m in args.methods.split(','):
       res = []
       for s in seeds:
-        pre = pretrained(args.recipe, d, s, root, ARG[0], args.only_finished)
-        if pre is None:
-          continue
-        r = common.run_main(
-            [f'--config=configs/{args.recipe}.py:dataset={d},'
-             f'seed={s},pretrain=false,finetune={m}{ARG[0]}',
-             f'--config.init_from.path={pre}'],
-            os.path.join(root, f'{m}_{d}_s{s}'),
-            only_finished=args.only_finished)
+        r = finetuned(args, root, d, s, f'finetune={m}',
+                      os.path.join(root, f'{m}_{d}_s{s}'))
         if r is not None:
           res.append(r)
       if not res:
@@ -119,19 +128,16 @@ def fraction_study(args, seeds, root):
               raise FileNotFoundError(
                   f'--reuse_scratch: no finished sasrec_{d}_s{s} in '
                   f'{args.reuse_scratch}')
+          elif init == 'pretrained':
+            name = f'full_{d}_s{s}' if f == 1 else f'lf{f:g}_{init}_{d}_s{s}'
+            r = finetuned(args, root, d, s, f'label_fraction={f}',
+                          os.path.join(root, name))
           else:
-            extra, name = [], f'lf{f:g}_{init}_{d}_s{s}'
-            if init == 'pretrained':
-              pre = pretrained(args.recipe, d, s, root, ARG[0],
-                               args.only_finished)
-              if pre is None:
-                continue
-              extra = [f'--config.init_from.path={pre}']
-              name = f'full_{d}_s{s}' if f == 1 else name
             r = common.run_main(
                 [f'--config=configs/{args.recipe}.py:dataset={d},seed={s},'
-                 f'pretrain=false,label_fraction={f}{ARG[0]}', *extra],
-                os.path.join(root, name), only_finished=args.only_finished)
+                 f'pretrain=false,label_fraction={f}{ARG[0]}'],
+                os.path.join(root, f'lf{f:g}_{init}_{d}_s{s}'),
+                only_finished=args.only_finished)
           if r is not None:
             res.append(dict(r, seed=s))
         if res:

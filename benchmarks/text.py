@@ -341,9 +341,11 @@ def extra_costs(names, root, dataset, seeds) -> list[str]:
                  f'{a["losses"][-1][1]:.2f}, {a["seconds"] / 60:.1f} min.')
   if 'cross' in names:
     for s in seeds:
-      path = os.path.join(root, f'source_{OPTIONS["source"]}_s{s}',
-                          'pretrain', 'summary.json')
-      if os.path.exists(path):
+      run_dir = common.finished_dir(
+          os.path.join(root, f'source_{OPTIONS["source"]}_s{s}'),
+          'pretrain/summary.json')
+      path = os.path.join(run_dir or '', 'pretrain', 'summary.json')
+      if run_dir:
         with open(path, encoding='utf-8') as f:
           p = json.load(f)
         out.append(f'- cross (seed {s}): source {OPTIONS["source"]} '

@@ -351,7 +351,8 @@ def config_diff(saved: dict, current: dict, ignore=()) -> tuple:
   return changed, only_a, only_b
 
 
-def check_resume(stage_dir: str, config, stage: str, allow=()) -> None:
+def check_resume(stage_dir: str, config, stage: str, allow=(),
+                 finished: bool = False) -> None:
   """Refuses to resume (or evaluate) a stage run with another recipe.
 
   A stage directory holding checkpoints is resumed by whatever config the
@@ -365,6 +366,9 @@ def check_resume(stage_dir: str, config, stage: str, allow=()) -> None:
     config: the config of this command.
     stage: 'pretrain', 'finetune' or 'eval' (which sections matter).
     allow: globs of further keys allowed to change (`main --allow_changed`).
+    finished: check whenever DIR/config.json exists, checkpoints or not (a
+      finished run whose checkpoints are gone, or its archived copy in
+      benchmarks/results/runs, is still checked before it is tabulated).
 
   Raises:
     ValueError: when a key that matters differs.
@@ -373,7 +377,7 @@ def check_resume(stage_dir: str, config, stage: str, allow=()) -> None:
   started = any(os.path.isdir(os.path.join(stage_dir, d)) and
                 os.listdir(os.path.join(stage_dir, d))
                 for d in ('checkpoints', 'best'))
-  if not (started and os.path.exists(path)):
+  if not ((started or finished) and os.path.exists(path)):
     return
   with open(path, encoding='utf-8') as f:
     saved = json.load(f)

@@ -4,6 +4,7 @@ milliseconds instead of rec_jax.main."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -157,3 +158,106 @@ def test_benchmark_script_plans_its_dependent_runs(tmp_path):
   assert names == ['pre_recommended_synthetic_s0', 'full_synthetic_s0',
                    'lora_synthetic_s0']
   assert [j['after'] for j in jobs] == [[], [0], [0]]
+
+
+# ------------------------------------------------------------- archive ----
+
+@pytest.fixture
+def archive_roots(tmp_path, monkeypatch):
+  work, arch = tmp_path / 'work', tmp_path / 'runs'
+  monkeypatch.setattr(common, 'WORK', str(work))
+  monkeypatch.setattr(common, 'ARCHIVE', str(arch))
+  return work, arch
+
+
+def test_finished_runs_are_archived_and_read_back(archive_roots, fake_main):
+  """A run launched under benchmarks/work is archived when it finishes; once
+  its workdir is gone, run_main reads it from the archive instead of running
+  it again (a failing stand-in would show a rerun)."""
+  work, arch = archive_roots
+  workdir = work / 'ablations' / 'cloze_lastfm_s2'
+  args = ['--config=configs/recommended.py:smoke,pretrain=false',
+          '--ndcg=0.25']
+  assert common.run_main(args, str(workdir))['test']['ndcg@10'] == 0.25
+  assert (arch / 'ablations' / 'cloze_lastfm_s2' / 'results.json').exists()
+  shutil.rmtree(work)
+  assert common.finished_dir(str(workdir)) == str(
+      arch / 'ablations' / 'cloze_lastfm_s2')
+  again = common.run_main(args + ['--fail'], str(workdir))
+  assert again['test']['ndcg@10'] == 0.25
+  assert not workdir.exists()  # nothing ran.
+  # Outside benchmarks/work nothing is archived.
+  assert common.archive_dir(str(work.parent / 'elsewhere')) is None
+
+
+def test_archived_run_with_another_config_is_refused(archive_roots):
+  """The archive keeps each stage's config; a benchmark asking for another
+  config gets an error naming the key, not the old run's numbers."""
+  _, arch = archive_roots
+  run = arch / 'baselines' / 'sasrec_toys_s0'
+  (run / 'finetune').mkdir(parents=True)
+  saved = common.config_of(['--config=configs/sasrec.py:dataset=toys,seed=1'])
+  (run / 'finetune' / 'config.json').write_text(saved.to_json_best_effort())
+  (run / 'results.json').write_text('{"test": {"ndcg@10": 0.06}}')
+  workdir = str(archive_roots[0] / 'baselines' / 'sasrec_toys_s0')
+  ok = common.run_main(['--config=configs/sasrec.py:dataset=toys,seed=1'],
+                       workdir, only_finished=True)
+  assert ok['test']['ndcg@10'] == 0.06
+  with pytest.raises(ValueError, match=r'seed: 1 \(saved\) != 0 \(now\)'):
+    common.run_main(['--config=configs/sasrec.py:dataset=toys,seed=0'],
+                    workdir, only_finished=True)
+
+
+def test_archived_fine_tune_names_its_checkpoint_across_clones(archive_roots):
+  """An archived fine-tune records the checkpoint path of the clone it ran
+  in; it matches the same run under this clone's benchmarks/work, and a
+  different pretraining run is refused."""
+  work, arch = archive_roots
+  run = arch / 'finetuning' / 'lora_beauty_s0'
+  run.mkdir(parents=True)
+  (run / 'results.json').write_text(json.dumps(dict(
+      test={'ndcg@10': 0.05}, init_from='/elsewhere/clone/benchmarks/work/'
+      'finetuning/pre_recommended_beauty_s0/pretrain')))
+  arg = '--config=configs/recommended.py:dataset=beauty,pretrain=false'
+  workdir = str(work / 'finetuning' / 'lora_beauty_s0')
+  pre = work / 'finetuning' / 'pre_recommended_beauty_s0' / 'pretrain'
+  r = common.run_main([arg, f'--config.init_from.path={pre}'], workdir,
+                      only_finished=True)
+  assert r['test']['ndcg@10'] == 0.05
+  other = work / 'finetuning' / 'pre_recommended_beauty_s1' / 'pretrain'
+  other.mkdir(parents=True)  # exists here: a real mismatch, not a move.
+  with pytest.raises(ValueError, match='fine-tuned from'):
+    common.run_main([arg, f'--config.init_from.path={other}'], workdir,
+                    only_finished=True)
+
+
+def test_archive_thins_the_metrics_log_and_keeps_every_evaluation(
+    archive_roots):
+  work, arch = archive_roots
+  run = work / 'baselines' / 'sasrec_beauty_s0'
+  (run / 'finetune').mkdir(parents=True)
+  lines = []
+  for step in range(1, 2001):
+    lines.append(json.dumps({'step': step, 'train/loss': 1.0 / step}))
+    if step % 200 == 0:
+      lines.append(json.dumps({'step': step, 'eval/valid/ndcg@10': step}))
+  (run / 'finetune' / 'metrics.jsonl').write_text('\n'.join(lines) + '\n')
+  (run / 'results.json').write_text('{}')
+  (run / 'finetune' / 'checkpoints').mkdir()
+  (run / 'predictions.jsonl').write_text('{}\n')
+  sys.path.insert(0, os.path.join(REPO, 'benchmarks'))
+  import archive  # pylint: disable=g-import-not-at-top
+  assert archive.main([str(work)]) == 0
+  kept = [json.loads(l) for l in
+          (arch / 'baselines' / 'sasrec_beauty_s0' / 'finetune' /
+           'metrics.jsonl').read_text().splitlines()]
+  evals = [r['step'] for r in kept if 'eval/valid/ndcg@10' in r]
+  train = [r['step'] for r in kept if 'train/loss' in r]
+  assert evals == list(range(200, 2001, 200))
+  assert len(train) <= common.MAX_TRAIN_LINES + 1
+  assert train[0] == 1 and train[-1] == 2000
+  assert train == sorted(train)
+  stored = sorted(str(p.relative_to(arch)) for p in arch.rglob('*')
+                  if p.is_file())
+  assert stored == ['baselines/sasrec_beauty_s0/finetune/metrics.jsonl',
+                    'baselines/sasrec_beauty_s0/results.json']
