@@ -230,7 +230,7 @@ def main():
   ARG[0] = f',{args.arg}' if args.arg else ''
   seeds = [int(s) for s in args.seeds.split(',')]
   study = methods_study if args.study == 'methods' else fraction_study
-  rows, table = study(args, seeds, args.workroot)
+  rows, table = study(args, seeds, os.path.abspath(args.workroot))
   common.exit_if_planning()
   out = args.out or os.path.join(REPO, 'benchmarks', 'results',
                                  f'finetune_{args.study}')

@@ -48,11 +48,16 @@ def read_plan(paths):
           continue
         seen[workdir] = len(jobs)
         jobs.append(dict(workdir=workdir, args=args))
+  # Flag values as absolute paths (main runs from the repository root, so a
+  # relative --config.init_from.path is relative to it).
+  value = lambda a: os.path.normpath(os.path.join(common.REPO,
+                                                  a.split('=', 1)[-1]))
   for i, job in enumerate(jobs):
     job['after'] = sorted(
         j for j, other in enumerate(jobs[:i])
-        if any(a.split('=', 1)[-1] == other['workdir'] or
-               other['workdir'] + os.sep in a for a in job['args']))
+        if any(value(a) == os.path.normpath(other['workdir']) or
+               value(a).startswith(os.path.normpath(other['workdir']) + os.sep)
+               for a in job['args']))
   return jobs
 
 

@@ -73,6 +73,20 @@ def test_read_plan_dedups_and_orders_by_checkpoint(tmp_path):
   assert [j['after'] for j in jobs] == [[], [0], []]
 
 
+def test_read_plan_sees_a_checkpoint_named_relative_to_the_repo(tmp_path):
+  """A benchmark given a relative --workroot plans a relative init_from
+  path (main resolves it from the repository root); the fine-tune still
+  waits for its pretraining."""
+  pre = os.path.join(REPO, 'benchmarks', 'work', 'x', 'pre_s0')
+  rel = os.path.relpath(pre, REPO)
+  plan = _write_plan(tmp_path / 'p.jsonl', [
+      (pre, ['--stage=pretrain']),
+      (tmp_path / 'ft', [f'--config.init_from.path={rel}/pretrain']),
+      (tmp_path / 'ft2', [f'--config.init_from.path={rel}_other/pretrain']),
+  ])
+  assert [j['after'] for j in run_plan.read_plan([plan])] == [[], [0], []]
+
+
 def test_read_plan_names_the_bad_line(tmp_path):
   bad = tmp_path / 'p.jsonl'
   bad.write_text('{"workdir": "/a", "args": []}\n{"args": []}\n')
