@@ -1,0 +1,188 @@
+r"""Where a full fine-tune's gain lives: the item table or the blocks.
+
+Reads a pretraining run and the full fine-tune that started from it (the
+layout of benchmarks/finetuning.py: `pre_<recipe>_<dataset>_s<seed>` and
+`full_<dataset>_s<seed>` under one workroot; both need their checkpoints)
+and scores four models on validation (full ranking, history excluded):
+
+  pretrained   the encoder as pretraining left it;
+  full         the full fine-tune;
+  full + pretrained table   the fine-tuned blocks with the pretrained item
+                            table;
+  pretrained + full table   the pretrained blocks with the fine-tuned table.
+
+It also describes how the item table moved: |dE| / |E| (dE = fine-tuned
+minus pretrained rows of the real items), the share of |dE|^2 in its top r
+singular directions (the most a rank-r update of the table, LoRA's, can
+reach), and the share a shared linear map of the pretrained table explains.
+Methods that freeze the table (LoRA, prefix, adapters, frozen + head) are
+bounded by these figures.
+
+  REC_JAX_DATA_DIR=../shared/data python benchmarks/finetune_anatomy.py \
+      --datasets=lastfm --workroot=benchmarks/work/finetuning
+"""
+
+import argparse
+import datetime
+import json
+import os
+import sys
+
+import jax
+import numpy as np
+
+import common
+
+RANKS = (1, 2, 4, 8, 16, 32)
+
+
+def _swap_table(base, other):
+  """`base` with the item table (every `item_embed` leaf) of `other`."""
+  flat, tree = jax.tree_util.tree_flatten_with_path(base)
+  theirs = {jax.tree_util.keystr(k): v
+            for k, v in jax.tree_util.tree_flatten_with_path(other)[0]}
+  return jax.tree_util.tree_unflatten(tree, [
+      theirs[jax.tree_util.keystr(k)]
+      if 'item_embed' in jax.tree_util.keystr(k) else v for k, v in flat])
+
+
+def _table(params, num_items: int) -> np.ndarray:
+  """Rows 1..num_items (the real items) of the item table."""
+  enc = params['encoder']
+  return np.asarray(enc['item_embed'])[1:num_items + 1]
+
+
+def table_change(e0: np.ndarray, e1: np.ndarray, counts: np.ndarray) -> dict:
+  """How the item table moved from e0 to e1 (rows: items)."""
+  d = e1 - e0
+  s = np.linalg.svd(d, compute_uv=False)
+  energy = np.cumsum(s ** 2) / max(float(np.sum(s ** 2)), 1e-30)
+  w = np.linalg.lstsq(e0, e1, rcond=None)[0]
+  linear = 1 - (np.linalg.norm(e1 - e0 @ w) ** 2 /
+                max(np.linalg.norm(d) ** 2, 1e-30))
+  log_n = np.log1p(counts)
+  corr = lambda x: float(np.corrcoef(log_n, x)[0, 1])
+  return dict(
+      relative_change=float(np.linalg.norm(d) / np.linalg.norm(e0)),
+      energy_top_rank={str(r): float(energy[min(r, len(energy)) - 1])
+                       for r in RANKS},
+      linear_map_share=float(linear),
+      corr_log_count_norm_pretrained=corr(np.linalg.norm(e0, axis=1)),
+      corr_log_count_norm_finetuned=corr(np.linalg.norm(e1, axis=1)))
+
+
+def anatomy(pre_dir: str, full_dir: str, args: list[str]) -> dict:
+  """Scores and table change of one (pretraining, full fine-tune) pair;
+  `args` is the fine-tune's command line (for its config)."""
+  # JAX-using modules load only here: the script's --help stays light.
+  from rec_jax import checkpoints  # pylint: disable=g-import-not-at-top
+  from rec_jax import evaluate  # pylint: disable=g-import-not-at-top
+  from rec_jax import features  # pylint: disable=g-import-not-at-top
+  from rec_jax import sharding  # pylint: disable=g-import-not-at-top
+  from rec_jax import trainer  # pylint: disable=g-import-not-at-top
+  from rec_jax.models import sequence  # pylint: disable=g-import-not-at-top
+  config = common.config_of(args)
+  ds, split = trainer.load_data(config)
+  mesh = sharding.make_mesh(config.mesh)
+  graphdef, abs_params, param_sh = trainer.abstract_model(
+      lambda rngs: sequence.build(config.model, ds.num_items, rngs=rngs),
+      config, mesh)
+  abstract = jax.tree.map(
+      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+      abs_params, param_sh)
+  full, _ = checkpoints.restore_best_params(
+      os.path.join(full_dir, 'finetune'), abstract)
+  _, pre = features.load_encoder(config, pre_dir, mesh)
+  evaluator = evaluate.Evaluator(
+      graphdef=graphdef, mesh=mesh, max_len=config.model.max_len,
+      mask_id=None if config.model.causal else ds.num_items + 1,
+      batch_size=config.eval.batch_size,
+      exclude_history=config.eval.exclude_history)
+  score = lambda p, name: float(evaluator.full_ranking(
+      p, split.valid_history, split.valid_target, desc=name)[0]['ndcg@10'])
+  counts = np.zeros(ds.num_items + 1)
+  for seq in split.train:
+    np.add.at(counts, np.asarray(seq), 1)
+  return dict(
+      valid_ndcg10=dict(
+          pretrained=score(pre, 'pretrained'),
+          full=score(full, 'full'),
+          full_with_pretrained_table=score(_swap_table(full, pre),
+                                           'full + pretrained table'),
+          pretrained_with_full_table=score(_swap_table(pre, full),
+                                           'pretrained + full table')),
+      table=table_change(_table(pre, ds.num_items),
+                         _table(full, ds.num_items), counts[1:]))
+
+
+def markdown(rows, cmd: str) -> str:
+  lines = [
+      f'# Fine-tuning anatomy: item table vs blocks\n\nTabulated '
+      f'{datetime.date.today()}; validation NDCG@10 (full ranking, history '
+      f'excluded), with\n\n```\nREC_JAX_DATA_DIR=../shared/data {cmd}\n```\n',
+      '| dataset | seed | pretrained | full | full + pretrained table | '
+      'pretrained + full table | \\|dE\\| / \\|E\\| | '
+      + ' | '.join(f'rank {r} share' for r in RANKS)
+      + ' | shared linear map share |',
+      '|---|---|---|---|---|---|---|' + '---|' * len(RANKS) + '---|']
+  for r in rows:
+    v, t = r['valid_ndcg10'], r['table']
+    lines.append(
+        f'| {r["dataset"]} | {r["seed"]} | {v["pretrained"]:.4f} | '
+        f'{v["full"]:.4f} | {v["full_with_pretrained_table"]:.4f} | '
+        f'{v["pretrained_with_full_table"]:.4f} | '
+        f'{t["relative_change"]:.2f} | '
+        + ' | '.join(f'{t["energy_top_rank"][str(k)]:.1%}' for k in RANKS)
+        + f' | {t["linear_map_share"]:.1%} |')
+  lines.append(
+      '\n`rank r share`: the part of |dE|^2 (dE: the fine-tuned minus the '
+      'pretrained item table) in its top r singular directions, the most a '
+      'rank-r update of the table can reproduce. `shared linear map share`: '
+      'the part of |dE|^2 that the best single linear map of the pretrained '
+      'table explains.')
+  return '\n'.join(lines) + '\n'
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__.split('\n', maxsplit=1)[0])
+  p.add_argument('--datasets', default='lastfm')
+  p.add_argument('--seeds', default='0')
+  p.add_argument('--recipe', default='recommended')
+  p.add_argument('--workroot', default=os.path.join(
+      common.REPO, 'benchmarks', 'work', 'finetuning'))
+  p.add_argument('--arg', default='', help='appended to every arg string '
+                 '(as given to benchmarks/finetuning.py)')
+  p.add_argument('--out', default=os.path.join(
+      common.REPO, 'benchmarks', 'results', 'finetune_anatomy'))
+  args = p.parse_args()
+  root = os.path.abspath(args.workroot)
+  extra = f',{args.arg}' if args.arg else ''
+  rows = []
+  for d in args.datasets.split(','):
+    for s in (int(x) for x in args.seeds.split(',')):
+      pre = os.path.join(root, f'pre_{args.recipe}_{d}_s{s}')
+      full = os.path.join(root, f'full_{d}_s{s}')
+      for path, what in ((os.path.join(pre, 'pretrain', 'best'), 'pretraining'),
+                         (os.path.join(full, 'finetune', 'best'),
+                          'full fine-tune')):
+        if not os.path.isdir(path):
+          raise SystemExit(f'{path}: no {what} checkpoint (run '
+                           'benchmarks/finetuning.py --study=methods '
+                           f'--methods=full --datasets={d} --seeds={s} first)')
+      fine_tune = [f'--config=configs/{args.recipe}.py:dataset={d},seed={s},'
+                   f'pretrain=false,finetune=full{extra}',
+                   f'--config.init_from.path={pre}/pretrain']
+      common.check_finished(fine_tune, full)
+      rows.append(dict(dataset=d, seed=s, **anatomy(pre, full, fine_tune)))
+  cmd = ' '.join(['python', 'benchmarks/finetune_anatomy.py'] + sys.argv[1:])
+  text = markdown(rows, cmd)
+  os.makedirs(os.path.dirname(args.out), exist_ok=True)
+  with open(args.out + '.md', 'w', encoding='utf-8') as f:
+    f.write(text)
+  with open(args.out + '.json', 'w', encoding='utf-8') as f:
+    json.dump(dict(command=cmd, rows=rows), f, indent=2)
+  print(text)
+
+
+if __name__ == '__main__':
+  main()

@@ -1,0 +1,69 @@
+"""benchmarks/finetune_anatomy.py: where a full fine-tune's gain lives."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import REPO
+
+sys.path.insert(0, os.path.join(REPO, 'benchmarks'))
+import finetune_anatomy  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+
+def test_table_change_measures_rank_and_shared_maps():
+  rng = np.random.default_rng(0)
+  e0 = rng.normal(size=(200, 16))
+  counts = rng.integers(1, 100, size=200).astype(float)
+  u, v = rng.normal(size=(200, 1)), rng.normal(size=(1, 16))
+  rank1 = finetune_anatomy.table_change(e0, e0 + u @ v, counts)
+  assert rank1['energy_top_rank']['1'] == pytest.approx(1.0)
+  assert rank1['relative_change'] == pytest.approx(
+      np.linalg.norm(u @ v) / np.linalg.norm(e0))
+  mapped = finetune_anatomy.table_change(
+      e0, e0 @ rng.normal(size=(16, 16)), counts)
+  assert mapped['linear_map_share'] == pytest.approx(1.0)
+  noise = finetune_anatomy.table_change(
+      e0, e0 + rng.normal(size=e0.shape), counts)
+  shares = [noise['energy_top_rank'][str(r)] for r in finetune_anatomy.RANKS]
+  assert shares == sorted(shares) and shares[0] < 0.2
+  assert noise['linear_map_share'] < 0.2
+
+
+def test_anatomy_of_a_smoke_fine_tune(tmp_path):
+  """The `full` score is the fine-tune's own validation figure, and the
+  swapped models are scored."""
+  env = dict(os.environ)
+  work = tmp_path / 'work'
+  subprocess.run(
+      [sys.executable, 'benchmarks/finetuning.py', '--study=methods',
+       '--datasets=synthetic', '--methods=full', '--arg=smoke',
+       f'--workroot={work}', f'--out={tmp_path}/methods'],
+      cwd=REPO, env=env, check=True, capture_output=True)
+  subprocess.run(
+      [sys.executable, 'benchmarks/finetune_anatomy.py',
+       '--datasets=synthetic', '--arg=smoke', f'--workroot={work}',
+       f'--out={tmp_path}/anatomy'],
+      cwd=REPO, env=env, check=True, capture_output=True)
+  row = json.loads((tmp_path / 'anatomy.json').read_text())['rows'][0]
+  results = json.loads((work / 'full_synthetic_s0' / 'results.json')
+                       .read_text())
+  scores = row['valid_ndcg10']
+  assert scores['full'] == pytest.approx(results['valid']['ndcg@10'],
+                                         abs=1e-6)
+  assert all(0 <= x <= 1 for x in scores.values())
+  assert row['table']['relative_change'] > 0
+  assert '| synthetic | 0 |' in (tmp_path / 'anatomy.md').read_text()
+
+
+def test_missing_checkpoint_is_named(tmp_path):
+  proc = subprocess.run(
+      [sys.executable, 'benchmarks/finetune_anatomy.py',
+       '--datasets=synthetic', f'--workroot={tmp_path}'],
+      cwd=REPO, capture_output=True, text=True)
+  assert proc.returncode != 0
+  assert 'pre_recommended_synthetic_s0/pretrain/best: no pretraining' in (
+      proc.stderr)
