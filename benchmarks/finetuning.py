@@ -5,6 +5,12 @@ r"""Fine-tuning studies over one pretrained encoder per (dataset, seed).
   REC_JAX_DATA_DIR=../shared/data python benchmarks/finetuning.py \
       --study=methods --datasets=beauty --methods=full,lora,prefix,adapter,frozen,partial
 
+  # Each method's share of full fine-tuning against the length of the
+  # pretraining it starts from (workroots <workroot>_pe<N>).
+  REC_JAX_DATA_DIR=../shared/data python benchmarks/finetuning.py \
+      --study=pretrain_length --datasets=lastfm --methods=full,lora \
+      --pretrain_epochs=0,300,600
+
   # Test NDCG@10 against the fraction of users with labels, pretrained vs
   # scratch (the same fine-tune from random initialisation).
   REC_JAX_DATA_DIR=../shared/data python benchmarks/finetuning.py \
@@ -109,6 +115,69 @@ def methods_study(args, seeds, root):
   return rows, '\n'.join(lines)
 
 
+def pretrain_length_study(args, seeds, root):
+  """The methods study once per pretraining length (`--pretrain_epochs`,
+  0 = the recipe's own length), each in its own workroot (`<root>` for 0,
+  else `<root>_pe<N>`), with each method's share of full fine-tuning from
+  the same encoder: how much a longer pretraining buys the methods that
+  freeze most of the encoder."""
+  rows = []
+  base = ARG[0]
+  for n in (int(x) for x in args.pretrain_epochs.split(',')):
+    ARG[0] = base + (f',pretrain_epochs={n}' if n else '')
+    sub_root = root if not n else f'{root}_pe{n}'
+    sub, _ = methods_study(args, seeds, sub_root)
+    for r in sub:
+      steps = []
+      for seed in seeds:
+        pre = common.finished_dir(
+            os.path.join(sub_root, f'pre_{args.recipe}_{r["dataset"]}_s{seed}'),
+            'pretrain/summary.json')
+        if pre:
+          with open(os.path.join(pre, 'pretrain', 'summary.json'),
+                    encoding='utf-8') as f:
+            steps.append(json.load(f)['steps'])
+      full = next((x for x in sub if x['dataset'] == r['dataset'] and
+                   x['method'] == 'full'), None)
+      rows.append(dict(r, pretrain_epochs=n, pretrain_steps=steps,
+                       share=(float(np.mean(r['ndcg10']) /
+                                    np.mean(full['ndcg10'])) if full
+                              else None)))
+  ARG[0] = base
+  lines = ['| dataset | pretraining epochs | pretraining steps | method | '
+           'seeds | test NDCG@10 | vs full | % trainable | hardware |',
+           '|---|---|---|---|---|---|---|---|---|']
+  for r in sorted(rows, key=lambda r: (r['dataset'], r['method'] != 'full',
+                                       r['method'], r['pretrain_epochs'])):
+    lines.append(
+        f'| {r["dataset"]} | {r["pretrain_epochs"] or "recipe"} | '
+        f'{"/".join(map(str, sorted(set(r["pretrain_steps"])))) or "–"} | '
+        f'{r["method"]} | {r["seeds"]} | {mean_std(r["ndcg10"])} | '
+        + (f'{100 * r["share"]:.1f}%' if r['share'] is not None else '–')
+        + f' | {100 * r["trainable"] / r["total"]:.2f}% | {r["hardware"]} |')
+  return rows, '\n'.join(lines)
+
+
+def plot_pretrain_length(rows, path):
+  plt = common.pyplot()
+  datasets = sorted({r['dataset'] for r in rows})
+  fig, axes = plt.subplots(1, len(datasets), figsize=(4 * len(datasets), 3),
+                           squeeze=False)
+  for ax, d in zip(axes[0], datasets):
+    for m in sorted({r['method'] for r in rows if r['dataset'] == d}):
+      sub = sorted((r for r in rows if r['dataset'] == d and
+                    r['method'] == m and r['pretrain_steps']),
+                   key=lambda r: np.mean(r['pretrain_steps']))
+      ax.plot([np.mean(r['pretrain_steps']) for r in sub],
+              [np.mean(r['ndcg10']) for r in sub], marker='o', label=m)
+    ax.set_xlabel('pretraining steps')
+    ax.set_ylabel('test NDCG@10')
+    ax.set_title(d)
+    ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+
+
 def fraction_study(args, seeds, root):
   """Pretrained vs scratch at each label fraction. At fraction 1 the
   pretrained run is the methods study's `full` run (the same command) and,
@@ -210,12 +279,15 @@ def plot_fractions(rows, path):
 
 def main():
   p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  p.add_argument('--study', choices=('methods', 'label_fraction'),
-                 required=True)
+  p.add_argument('--study', choices=('methods', 'label_fraction',
+                                     'pretrain_length'), required=True)
   p.add_argument('--recipe', default='recommended')
   p.add_argument('--datasets', default='beauty')
   p.add_argument('--methods', default='full,lora,prefix,adapter,frozen,partial')
   p.add_argument('--fractions', default='0.01,0.05,0.1,0.25,1')
+  p.add_argument('--pretrain_epochs', default='0,300,600',
+                 help='pretrain_length: pretraining lengths (0 = the '
+                 "recipe's); each has its workroot <workroot>_pe<N>")
   p.add_argument('--seeds', default='0')
   p.add_argument('--workroot', default=os.path.join(REPO, 'benchmarks',
                                                     'work', 'finetuning'))
@@ -229,7 +301,8 @@ def main():
   args = p.parse_args()
   ARG[0] = f',{args.arg}' if args.arg else ''
   seeds = [int(s) for s in args.seeds.split(',')]
-  study = methods_study if args.study == 'methods' else fraction_study
+  study = dict(methods=methods_study, label_fraction=fraction_study,
+               pretrain_length=pretrain_length_study)[args.study]
   rows, table = study(args, seeds, os.path.abspath(args.workroot))
   common.exit_if_planning()
   out = args.out or os.path.join(REPO, 'benchmarks', 'results',
@@ -247,6 +320,8 @@ def main():
     json.dump(dict(command=cmd, rows=rows), f, indent=2, default=float)
   if args.study == 'label_fraction':
     plot_fractions(rows, out + '.png')
+  if args.study == 'pretrain_length':
+    plot_pretrain_length(rows, out + '.png')
   print(text)
 
 

@@ -275,3 +275,32 @@ def test_archive_thins_the_metrics_log_and_keeps_every_evaluation(
                   if p.is_file())
   assert stored == ['baselines/sasrec_beauty_s0/finetune/metrics.jsonl',
                     'baselines/sasrec_beauty_s0/results.json']
+
+
+def test_pretrain_length_study_plans_one_encoder_per_length(tmp_path):
+  """--study=pretrain_length plans the methods study once per length, each
+  in its own workroot, the length passed as the recipe's pretrain_epochs."""
+  plan = tmp_path / 'plan.jsonl'
+  env = dict(os.environ, **{common.PLAN_ENV: str(plan)})
+  subprocess.run(
+      [sys.executable, 'benchmarks/finetuning.py', '--study=pretrain_length',
+       '--datasets=synthetic', '--methods=full,lora', '--arg=smoke',
+       '--pretrain_epochs=0,7', f'--workroot={tmp_path}/ft',
+       f'--out={tmp_path}/table'],
+      cwd=REPO, env=env, capture_output=True, text=True, check=True)
+  jobs = run_plan.read_plan([str(plan)])
+  got = [(os.path.relpath(j['workdir'], tmp_path), j['args'][0].split(':')[1])
+         for j in jobs]
+  assert got == [
+      ('ft/pre_recommended_synthetic_s0', 'dataset=synthetic,seed=0,smoke'),
+      ('ft/full_synthetic_s0',
+       'dataset=synthetic,seed=0,pretrain=false,finetune=full,smoke'),
+      ('ft/lora_synthetic_s0',
+       'dataset=synthetic,seed=0,pretrain=false,finetune=lora,smoke'),
+      ('ft_pe7/pre_recommended_synthetic_s0',
+       'dataset=synthetic,seed=0,smoke,pretrain_epochs=7'),
+      ('ft_pe7/full_synthetic_s0', 'dataset=synthetic,seed=0,pretrain=false,'
+       'finetune=full,smoke,pretrain_epochs=7'),
+      ('ft_pe7/lora_synthetic_s0', 'dataset=synthetic,seed=0,pretrain=false,'
+       'finetune=lora,smoke,pretrain_epochs=7')]
+  assert [j['after'] for j in jobs] == [[], [0], [0], [], [3], [3]]
