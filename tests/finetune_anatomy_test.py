@@ -35,22 +35,25 @@ def test_table_change_measures_rank_and_shared_maps():
 
 def test_anatomy_of_a_smoke_fine_tune(tmp_path):
   """The `full` score is the fine-tune's own validation figure, and the
-  swapped models are scored."""
-  env = dict(os.environ)
-  work = tmp_path / 'work'
+  swapped models are scored. One smoke run pretrains and fine-tunes; the
+  benchmark layout (a pretraining run, a full fine-tune from it) points at
+  its two stages."""
+  run = tmp_path / 'run'
   subprocess.run(
-      [sys.executable, 'benchmarks/finetuning.py', '--study=methods',
-       '--datasets=synthetic', '--methods=full', '--arg=smoke',
-       f'--workroot={work}', f'--out={tmp_path}/methods'],
-      cwd=REPO, env=env, check=True, capture_output=True)
+      [sys.executable, '-m', 'rec_jax.main',
+       '--config=configs/recommended.py:smoke', f'--workdir={run}'],
+      cwd=REPO, check=True, capture_output=True)
+  work = tmp_path / 'work'
+  work.mkdir()
+  (work / 'pre_recommended_synthetic_s0').symlink_to(run)
+  (work / 'full_synthetic_s0').symlink_to(run)
   subprocess.run(
       [sys.executable, 'benchmarks/finetune_anatomy.py',
        '--datasets=synthetic', '--arg=smoke', f'--workroot={work}',
        f'--out={tmp_path}/anatomy'],
-      cwd=REPO, env=env, check=True, capture_output=True)
+      cwd=REPO, check=True, capture_output=True)
   row = json.loads((tmp_path / 'anatomy.json').read_text())['rows'][0]
-  results = json.loads((work / 'full_synthetic_s0' / 'results.json')
-                       .read_text())
+  results = json.loads((run / 'results.json').read_text())
   scores = row['valid_ndcg10']
   assert scores['full'] == pytest.approx(results['valid']['ndcg@10'],
                                          abs=1e-6)
