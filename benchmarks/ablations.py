@@ -138,11 +138,8 @@ def markdown(rows, cmd):
 
 
 def plot(rows, path):
-  plt = common.pyplot()
-  datasets = sorted({r['dataset'] for r in rows})
-  fig, axes = plt.subplots(1, len(datasets), figsize=(4 * len(datasets), 3.2),
-                           squeeze=False)
-  for ax, d in zip(axes[0], datasets):
+  fig, panels = common.dataset_panels([r['dataset'] for r in rows], 3.2)
+  for ax, d in panels:
     sub = [r for r in rows if r['dataset'] == d]
     ax.bar(range(len(sub)), [r['ndcg@10'] for r in sub],
            yerr=[r['ndcg@10_std'] for r in sub], capsize=3,

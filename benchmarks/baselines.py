@@ -51,11 +51,8 @@ def run_one(model, dataset, seed, workroot, overrides, only_finished=False,
 def plot_curves(runs, path):
   """Validation NDCG@10 per epoch of every run (from its workdir or the
   archive), one panel per dataset."""
-  plt = common.pyplot()
-  datasets = sorted({d for d, _, _ in runs})
-  fig, axes = plt.subplots(1, len(datasets), figsize=(4 * len(datasets), 3),
-                           squeeze=False)
-  for ax, dataset in zip(axes[0], datasets):
+  fig, panels = common.dataset_panels([d for d, _, _ in runs])
+  for ax, dataset in panels:
     for (d, model, workdir) in runs:
       if d != dataset:
         continue

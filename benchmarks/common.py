@@ -130,6 +130,16 @@ def pyplot():
   return plt
 
 
+def dataset_panels(datasets, height: float = 3.0):
+  """A figure of one panel per dataset (sorted), side by side: (fig,
+  [(axes, dataset), ...])."""
+  datasets = sorted(set(datasets))
+  fig, axes = pyplot().subplots(1, len(datasets),
+                                figsize=(4 * len(datasets), height),
+                                squeeze=False)
+  return fig, list(zip(axes[0], datasets))
+
+
 def _peak_rss_mb(pid: int) -> float:
   try:
     with open(f'/proc/{pid}/status', encoding='utf-8') as f:

@@ -74,30 +74,13 @@ def table_change(e0: np.ndarray, e1: np.ndarray, counts: np.ndarray) -> dict:
 def anatomy(pre_dir: str, full_dir: str, args: list[str]) -> dict:
   """Scores and table change of one (pretraining, full fine-tune) pair;
   `args` is the fine-tune's command line (for its config)."""
-  # JAX-using modules load only here: the script's --help stays light.
-  from rec_jax import checkpoints  # pylint: disable=g-import-not-at-top
+  # rec_jax (datasets, models) loads here, not at import.
   from rec_jax import evaluate  # pylint: disable=g-import-not-at-top
   from rec_jax import features  # pylint: disable=g-import-not-at-top
-  from rec_jax import sharding  # pylint: disable=g-import-not-at-top
-  from rec_jax import trainer  # pylint: disable=g-import-not-at-top
-  from rec_jax.models import sequence  # pylint: disable=g-import-not-at-top
   config = common.config_of(args)
-  ds, split = trainer.load_data(config)
-  mesh = sharding.make_mesh(config.mesh)
-  graphdef, abs_params, param_sh = trainer.abstract_model(
-      lambda rngs: sequence.build(config.model, ds.num_items, rngs=rngs),
-      config, mesh)
-  abstract = jax.tree.map(
-      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-      abs_params, param_sh)
-  full, _ = checkpoints.restore_best_params(
-      os.path.join(full_dir, 'finetune'), abstract)
+  ds, split, mesh, _, full, _, evaluator = evaluate.load_trained(
+      config, os.path.join(full_dir, 'finetune'))
   _, pre = features.load_encoder(config, pre_dir, mesh)
-  evaluator = evaluate.Evaluator(
-      graphdef=graphdef, mesh=mesh, max_len=config.model.max_len,
-      mask_id=None if config.model.causal else ds.num_items + 1,
-      batch_size=config.eval.batch_size,
-      exclude_history=config.eval.exclude_history)
   score = lambda p, name: float(evaluator.full_ranking(
       p, split.valid_history, split.valid_target, desc=name)[0]['ndcg@10'])
   counts = np.zeros(ds.num_items + 1)

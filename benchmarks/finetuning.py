@@ -159,11 +159,8 @@ def pretrain_length_study(args, seeds, root):
 
 
 def plot_pretrain_length(rows, path):
-  plt = common.pyplot()
-  datasets = sorted({r['dataset'] for r in rows})
-  fig, axes = plt.subplots(1, len(datasets), figsize=(4 * len(datasets), 3),
-                           squeeze=False)
-  for ax, d in zip(axes[0], datasets):
+  fig, panels = common.dataset_panels([r['dataset'] for r in rows])
+  for ax, d in panels:
     for m in sorted({r['method'] for r in rows if r['dataset'] == d}):
       sub = sorted((r for r in rows if r['dataset'] == d and
                     r['method'] == m and r['pretrain_steps']),
@@ -256,11 +253,8 @@ def paired_ratio(p, s) -> str:
 
 
 def plot_fractions(rows, path):
-  plt = common.pyplot()
-  datasets = sorted({r['dataset'] for r in rows})
-  fig, axes = plt.subplots(1, len(datasets), figsize=(4 * len(datasets), 3),
-                           squeeze=False)
-  for ax, d in zip(axes[0], datasets):
+  fig, panels = common.dataset_panels([r['dataset'] for r in rows])
+  for ax, d in panels:
     for init in ('pretrained', 'scratch'):
       sub = sorted((r for r in rows if r['dataset'] == d and
                     r['init'] == init), key=lambda r: r['fraction'])

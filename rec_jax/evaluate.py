@@ -270,13 +270,12 @@ def log_table(results: dict):
   return '\n'.join(lines)
 
 
-def run(config, train_workdir: str, workdir: str) -> dict:
-  """The `eval` stage: the best checkpoint of `train_workdir` on valid/test.
-
-  Writes `<workdir>/predictions.jsonl` (every test user's target and top-k).
+def load_trained(config, train_workdir: str):
+  """The data, model and best checkpoint of a trained stage, with an
+  Evaluator for them.
 
   Returns:
-    {'valid': metrics, 'test': metrics[, 'test_sampled': metrics], ...}.
+    (ds, split, mesh, graphdef, params, meta, evaluator).
   """
   ds, split = trainer.load_data(config)
   mesh = sharding.make_mesh(config.mesh)
@@ -292,6 +291,19 @@ def run(config, train_workdir: str, workdir: str) -> dict:
       mask_id=None if config.model.causal else ds.num_items + 1,
       batch_size=config.eval.batch_size, top_k=config.eval.top_k,
       exclude_history=config.eval.exclude_history)
+  return ds, split, mesh, graphdef, params, meta, evaluator
+
+
+def run(config, train_workdir: str, workdir: str) -> dict:
+  """The `eval` stage: the best checkpoint of `train_workdir` on valid/test.
+
+  Writes `<workdir>/predictions.jsonl` (every test user's target and top-k).
+
+  Returns:
+    {'valid': metrics, 'test': metrics[, 'test_sampled': metrics], ...}.
+  """
+  ds, split, mesh, graphdef, params, meta, evaluator = load_trained(
+      config, train_workdir)
   t = time.perf_counter()
   valid, _ = evaluator.full_ranking(params, split.valid_history,
                                     split.valid_target, desc='valid')
