@@ -41,15 +41,12 @@ ARG = ['']  # ',smoke' etc., appended to every arg string.
 
 
 
-def pretrained(recipe, dataset, seed, root, arg='', only_finished=False):
-  """The pretraining stage of `recipe` (run once, then reused; planned
-  instead under $REC_JAX_BENCH_PLAN). Returns its directory, or None when
-  only_finished and its checkpoint is not here (an archived pretraining
-  has no checkpoint to fine-tune from)."""
+def pretrained(recipe, dataset, seed, root, arg=''):
+  """The pretraining stage of `recipe`, run unless its checkpoint is here
+  (planned instead under $REC_JAX_BENCH_PLAN; an archived pretraining has
+  no checkpoint to fine-tune from). Returns its directory."""
   workdir = os.path.join(root, f'pre_{recipe}_{dataset}_s{seed}')
   if not os.path.exists(os.path.join(workdir, 'pretrain', 'summary.json')):
-    if only_finished:
-      return None
     args = [f'--config=configs/{recipe}.py:dataset={dataset},seed={seed}{arg}',
             '--stage=pretrain']
     if not common.plan(args, workdir):
