@@ -8,13 +8,19 @@ and scores four models on validation (full ranking, history excluded):
   pretrained   the encoder as pretraining left it;
   full         the full fine-tune;
   full + pretrained table   the fine-tuned blocks with the pretrained item
-                            table;
+                            table; then that table moved by the common
+                            shift of the fine-tune's move (which no
+                            ranking sees), and by that plus the best
+                            rank-r approximation of the rest (`--rank`,
+                            LoRA's table rank: what such an update could
+                            give);
   pretrained + full table   the pretrained blocks with the fine-tuned table.
 
 It also describes how the item table moved: |dE| / |E| (dE = fine-tuned
-minus pretrained rows of the real items), the share of |dE|^2 in its top r
-singular directions (the most a rank-r update of the table, LoRA's, can
-reach), and the share a shared linear map of the pretrained table explains.
+minus pretrained rows of the real items), the share of |dE|^2 that is a
+common shift of every row, the share of the rest in its top r singular
+directions, and the share a shared linear map of the pretrained table
+explains.
 Methods that freeze the table (LoRA, prefix, adapters, frozen + head) are
 bounded by these figures.
 
@@ -52,10 +58,33 @@ def _table(params, num_items: int) -> np.ndarray:
   return np.asarray(enc['item_embed'])[1:num_items + 1]
 
 
-def table_change(e0: np.ndarray, e1: np.ndarray, counts: np.ndarray) -> dict:
-  """How the item table moved from e0 to e1 (rows: items)."""
+def _with_rows(params, rows: np.ndarray):
+  """`params` with rows 1..len(rows) of the item table replaced."""
+  table = params['encoder']['item_embed']
+  new = np.asarray(table).copy()
+  new[1:len(rows) + 1] = rows
+  enc = dict(params['encoder'],
+             item_embed=jax.device_put(new, table.sharding))
+  return dict(params, encoder=enc)
+
+
+def shift_and_rank(e0: np.ndarray, e1: np.ndarray, rank: int):
+  """e0 moved by the common shift of e1 - e0 (its mean row) and by the best
+  rank-`rank` approximation of the rest of the move."""
   d = e1 - e0
-  s = np.linalg.svd(d, compute_uv=False)
+  shift = d.mean(0)
+  u, s, vt = np.linalg.svd(d - shift, full_matrices=False)
+  return e0 + shift + (u[:, :rank] * s[:rank]) @ vt[:rank]
+
+
+def table_change(e0: np.ndarray, e1: np.ndarray, counts: np.ndarray) -> dict:
+  """How the item table moved from e0 to e1 (rows: items). A common shift
+  of every row (the move's mean row) changes no ranking through the tied
+  output layer (softmax ignores a logit shared by all items), so the rank
+  shares describe the move without it."""
+  d = e1 - e0
+  shift = d.mean(0)
+  s = np.linalg.svd(d - shift, compute_uv=False)
   energy = np.cumsum(s ** 2) / max(float(np.sum(s ** 2)), 1e-30)
   w = np.linalg.lstsq(e0, e1, rcond=None)[0]
   linear = 1 - (np.linalg.norm(e1 - e0 @ w) ** 2 /
@@ -64,6 +93,8 @@ def table_change(e0: np.ndarray, e1: np.ndarray, counts: np.ndarray) -> dict:
   corr = lambda x: float(np.corrcoef(log_n, x)[0, 1])
   return dict(
       relative_change=float(np.linalg.norm(d) / np.linalg.norm(e0)),
+      common_shift_share=float(len(d) * np.sum(shift ** 2) /
+                               max(np.linalg.norm(d) ** 2, 1e-30)),
       energy_top_rank={str(r): float(energy[min(r, len(energy)) - 1])
                        for r in RANKS},
       linear_map_share=float(linear),
@@ -71,9 +102,11 @@ def table_change(e0: np.ndarray, e1: np.ndarray, counts: np.ndarray) -> dict:
       corr_log_count_norm_finetuned=corr(np.linalg.norm(e1, axis=1)))
 
 
-def anatomy(pre_dir: str, full_dir: str, args: list[str]) -> dict:
+def anatomy(pre_dir: str, full_dir: str, args: list[str],
+            rank: int = 2) -> dict:
   """Scores and table change of one (pretraining, full fine-tune) pair;
-  `args` is the fine-tune's command line (for its config)."""
+  `args` is the fine-tune's command line (for its config); `rank`: of the
+  table move given to the fine-tuned blocks (LoRA's table rank)."""
   # rec_jax (datasets, models) loads here, not at import.
   from rec_jax import evaluate  # pylint: disable=g-import-not-at-top
   from rec_jax import features  # pylint: disable=g-import-not-at-top
@@ -86,16 +119,23 @@ def anatomy(pre_dir: str, full_dir: str, args: list[str]) -> dict:
   counts = np.zeros(ds.num_items + 1)
   for seq in split.train:
     np.add.at(counts, np.asarray(seq), 1)
+  e0, e1 = _table(pre, ds.num_items), _table(full, ds.num_items)
   return dict(
+      rank=rank,
       valid_ndcg10=dict(
           pretrained=score(pre, 'pretrained'),
           full=score(full, 'full'),
           full_with_pretrained_table=score(_swap_table(full, pre),
                                            'full + pretrained table'),
+          full_with_pretrained_table_shifted=score(
+              _with_rows(full, shift_and_rank(e0, e1, 0)),
+              'full + pretrained table + shift'),
+          full_with_rank_move=score(
+              _with_rows(full, shift_and_rank(e0, e1, rank)),
+              f'full + pretrained table + shift + rank {rank}'),
           pretrained_with_full_table=score(_swap_table(pre, full),
                                            'pretrained + full table')),
-      table=table_change(_table(pre, ds.num_items),
-                         _table(full, ds.num_items), counts[1:]))
+      table=table_change(e0, e1, counts[1:]))
 
 
 def markdown(rows, cmd: str) -> str:
@@ -104,25 +144,35 @@ def markdown(rows, cmd: str) -> str:
       f'{datetime.date.today()}; validation NDCG@10 (full ranking, history '
       f'excluded), with\n\n```\nREC_JAX_DATA_DIR=../shared/data {cmd}\n```\n',
       '| dataset | seed | pretrained | full | full + pretrained table | '
-      'pretrained + full table | \\|dE\\| / \\|E\\| | '
+      '+ shift | + shift + rank-r move | pretrained + full table | '
+      '\\|dE\\| / \\|E\\| | common shift share | '
       + ' | '.join(f'rank {r} share' for r in RANKS)
       + ' | shared linear map share |',
-      '|---|---|---|---|---|---|---|' + '---|' * len(RANKS) + '---|']
+      '|---|---|---|---|---|---|---|---|---|---|' + '---|' * len(RANKS)
+      + '---|']
   for r in rows:
     v, t = r['valid_ndcg10'], r['table']
     lines.append(
         f'| {r["dataset"]} | {r["seed"]} | {v["pretrained"]:.4f} | '
         f'{v["full"]:.4f} | {v["full_with_pretrained_table"]:.4f} | '
+        f'{v["full_with_pretrained_table_shifted"]:.4f} | '
+        f'{v["full_with_rank_move"]:.4f} (r={r["rank"]}) | '
         f'{v["pretrained_with_full_table"]:.4f} | '
-        f'{t["relative_change"]:.2f} | '
+        f'{t["relative_change"]:.2f} | {t["common_shift_share"]:.1%} | '
         + ' | '.join(f'{t["energy_top_rank"][str(k)]:.1%}' for k in RANKS)
         + f' | {t["linear_map_share"]:.1%} |')
   lines.append(
-      '\n`rank r share`: the part of |dE|^2 (dE: the fine-tuned minus the '
-      'pretrained item table) in its top r singular directions, the most a '
-      'rank-r update of the table can reproduce. `shared linear map share`: '
-      'the part of |dE|^2 that the best single linear map of the pretrained '
-      'table explains.')
+      '\nThe scores are validation NDCG@10 of: the pretrained model, the '
+      'full fine-tune, its blocks on the pretrained item table, the same '
+      'table moved by the common shift of dE (dE: the fine-tuned minus the '
+      'pretrained table; the shift is its mean row), the same plus the best '
+      'rank-r approximation of the rest of dE (what a rank-r table update '
+      'could give the fine-tuned blocks), and the pretrained blocks on the '
+      'fine-tuned table. `common shift share`: the part of |dE|^2 that is '
+      'the shift, which changes no ranking through the tied output layer. '
+      '`rank r share`: the part of the rest of |dE|^2 in its top r singular '
+      'directions. `shared linear map share`: the part of |dE|^2 that the '
+      'best single linear map of the pretrained table explains.')
   return '\n'.join(lines) + '\n'
 
 
@@ -135,6 +185,9 @@ def main():
       common.REPO, 'benchmarks', 'work', 'finetuning'))
   p.add_argument('--arg', default='', help='appended to every arg string '
                  '(as given to benchmarks/finetuning.py)')
+  p.add_argument('--rank', type=int, default=2,
+                 help='rank of the table move given to the fine-tuned '
+                 'blocks (LoRA: model.lora_table_rank, 2)')
   p.add_argument('--out', default=os.path.join(
       common.REPO, 'benchmarks', 'results', 'finetune_anatomy'))
   args = p.parse_args()
@@ -156,7 +209,8 @@ def main():
                    f'pretrain=false,finetune=full{extra}',
                    f'--config.init_from.path={pre}/pretrain']
       common.check_finished(fine_tune, full)
-      rows.append(dict(dataset=d, seed=s, **anatomy(pre, full, fine_tune)))
+      rows.append(dict(dataset=d, seed=s,
+                       **anatomy(pre, full, fine_tune, args.rank)))
   cmd = ' '.join(['python', 'benchmarks/finetune_anatomy.py'] + sys.argv[1:])
   text = markdown(rows, cmd)
   os.makedirs(os.path.dirname(args.out), exist_ok=True)

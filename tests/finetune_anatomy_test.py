@@ -26,6 +26,14 @@ def test_table_change_measures_rank_and_shared_maps():
   mapped = finetune_anatomy.table_change(
       e0, e0 @ rng.normal(size=(16, 16)), counts)
   assert mapped['linear_map_share'] == pytest.approx(1.0)
+  shifted = finetune_anatomy.table_change(e0, e0 + v, counts)
+  assert shifted['common_shift_share'] == pytest.approx(1.0)
+  assert rank1['common_shift_share'] < 0.2
+  e1 = e0 + rng.normal(size=e0.shape) + 3.0
+  np.testing.assert_allclose(finetune_anatomy.shift_and_rank(e0, e1, 16), e1,
+                             atol=1e-9)
+  np.testing.assert_allclose(finetune_anatomy.shift_and_rank(e0, e1, 0),
+                             e0 + (e1 - e0).mean(0), atol=1e-9)
   noise = finetune_anatomy.table_change(
       e0, e0 + rng.normal(size=e0.shape), counts)
   shares = [noise['energy_top_rank'][str(r)] for r in finetune_anatomy.RANKS]
