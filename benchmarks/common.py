@@ -140,6 +140,14 @@ def dataset_panels(datasets, height: float = 3.0):
   return fig, list(zip(axes[0], datasets))
 
 
+def finish_panel(ax, title: str, xlabel: str, ylabel: str) -> None:
+  """Axis labels, title and a small legend of one dataset panel."""
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel(ylabel)
+  ax.set_title(title)
+  ax.legend(fontsize=8)
+
+
 def _peak_rss_mb(pid: int) -> float:
   try:
     with open(f'/proc/{pid}/status', encoding='utf-8') as f:

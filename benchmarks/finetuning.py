@@ -164,10 +164,7 @@ def plot_pretrain_length(rows, path):
                    key=lambda r: np.mean(r['pretrain_steps']))
       ax.plot([np.mean(r['pretrain_steps']) for r in sub],
               [np.mean(r['ndcg10']) for r in sub], marker='o', label=m)
-    ax.set_xlabel('pretraining steps')
-    ax.set_ylabel('test NDCG@10')
-    ax.set_title(d)
-    ax.legend(fontsize=8)
+    common.finish_panel(ax, d, 'pretraining steps', 'test NDCG@10')
   fig.tight_layout()
   fig.savefig(path, dpi=100)
 
@@ -260,10 +257,8 @@ def plot_fractions(rows, path):
                   yerr=[np.std(r['ndcg10']) for r in sub], marker='o',
                   label=init, capsize=3)
     ax.set_xscale('log')
-    ax.set_xlabel('fraction of users with labels')
-    ax.set_ylabel('test NDCG@10')
-    ax.set_title(d)
-    ax.legend(fontsize=8)
+    common.finish_panel(ax, d, 'fraction of users with labels',
+                        'test NDCG@10')
   fig.tight_layout()
   fig.savefig(path, dpi=100)
 
