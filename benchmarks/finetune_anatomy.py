@@ -14,7 +14,13 @@ and scores four models on validation (full ranking, history excluded):
                             rank-r approximation of the rest (`--rank`,
                             LoRA's table rank: what such an update could
                             give);
-  pretrained + full table   the pretrained blocks with the fine-tuned table.
+  pretrained + full table   the pretrained blocks with the fine-tuned table;
+  full + frequent rows      the fine-tuned blocks on the shifted pretrained
+                            table with the fine-tuned rows of the k most
+                            frequent training items (`--top_rows`): what a
+                            method that spends its budget on the rows of
+                            popular items (k x embed_dim parameters) could
+                            give.
 
 It also describes how the item table moved: |dE| / |E| (dE = fine-tuned
 minus pretrained rows of the real items), the share of |dE|^2 that is a
@@ -77,6 +83,19 @@ def shift_and_rank(e0: np.ndarray, e1: np.ndarray, rank: int):
   return e0 + shift + (u[:, :rank] * s[:rank]) @ vt[:rank]
 
 
+def most_frequent(counts: np.ndarray, k: int) -> np.ndarray:
+  """Indices of the `k` largest counts (ties: the lower index first)."""
+  return np.argsort(-counts, kind='stable')[:k]
+
+
+def frequent_rows(e0: np.ndarray, e1: np.ndarray, top: np.ndarray):
+  """e0 moved by the common shift of e1 - e0, with the rows `top` taken
+  from e1."""
+  out = e0 + (e1 - e0).mean(0)
+  out[top] = e1[top]
+  return out
+
+
 def table_change(e0: np.ndarray, e1: np.ndarray, counts: np.ndarray) -> dict:
   """How the item table moved from e0 to e1 (rows: items). A common shift
   of every row (the move's mean row) changes no ranking through the tied
@@ -103,10 +122,11 @@ def table_change(e0: np.ndarray, e1: np.ndarray, counts: np.ndarray) -> dict:
 
 
 def anatomy(pre_dir: str, full_dir: str, args: list[str],
-            rank: int = 2) -> dict:
+            rank: int = 2, top_rows=()) -> dict:
   """Scores and table change of one (pretraining, full fine-tune) pair;
   `args` is the fine-tune's command line (for its config); `rank`: of the
-  table move given to the fine-tuned blocks (LoRA's table rank)."""
+  table move given to the fine-tuned blocks (LoRA's table rank);
+  `top_rows`: the k of the frequent-rows scores."""
   # rec_jax (datasets, models) loads here, not at import.
   from rec_jax import evaluate  # pylint: disable=g-import-not-at-top
   from rec_jax import features  # pylint: disable=g-import-not-at-top
@@ -120,6 +140,17 @@ def anatomy(pre_dir: str, full_dir: str, args: list[str],
   for seq in split.train:
     np.add.at(counts, np.asarray(seq), 1)
   e0, e1 = _table(pre, ds.num_items), _table(full, ds.num_items)
+  targets = np.bincount(np.asarray(split.valid_target),
+                        minlength=ds.num_items + 1)[1:]
+  rows = []
+  for k in top_rows:
+    top = most_frequent(counts[1:], k)
+    rows.append(dict(
+        k=k, params=int(k * e0.shape[1]),
+        train_share=float(counts[1:][top].sum() / counts[1:].sum()),
+        valid_target_share=float(targets[top].sum() / max(targets.sum(), 1)),
+        valid_ndcg10=score(_with_rows(full, frequent_rows(e0, e1, top)),
+                           f'full + {k} frequent rows')))
   return dict(
       rank=rank,
       valid_ndcg10=dict(
@@ -135,7 +166,8 @@ def anatomy(pre_dir: str, full_dir: str, args: list[str],
               f'full + pretrained table + shift + rank {rank}'),
           pretrained_with_full_table=score(_swap_table(pre, full),
                                            'pretrained + full table')),
-      table=table_change(e0, e1, counts[1:]))
+      table=table_change(e0, e1, counts[1:]),
+      frequent_rows=rows)
 
 
 def markdown(rows, cmd: str) -> str:
@@ -173,6 +205,22 @@ def markdown(rows, cmd: str) -> str:
       '`rank r share`: the part of the rest of |dE|^2 in its top r singular '
       'directions. `shared linear map share`: the part of |dE|^2 that the '
       'best single linear map of the pretrained table explains.')
+  if any(r.get('frequent_rows') for r in rows):
+    lines += [
+        '\n## The rows of the most frequent items\n',
+        'The fine-tuned blocks on the pretrained table moved by the common '
+        'shift, with the fine-tuned rows of the k most frequent training '
+        'items: what a method that spends its parameters on the rows of '
+        'popular items could give.\n',
+        '| dataset | seed | k rows | parameters | share of training '
+        'interactions | share of validation targets | valid NDCG@10 |',
+        '|---|---|---|---|---|---|---|']
+    for r in rows:
+      for f in r.get('frequent_rows', ()):
+        lines.append(
+            f'| {r["dataset"]} | {r["seed"]} | {f["k"]:,} | '
+            f'{f["params"]:,} | {f["train_share"]:.1%} | '
+            f'{f["valid_target_share"]:.1%} | {f["valid_ndcg10"]:.4f} |')
   return '\n'.join(lines) + '\n'
 
 
@@ -188,6 +236,9 @@ def main():
   p.add_argument('--rank', type=int, default=2,
                  help='rank of the table move given to the fine-tuned '
                  'blocks (LoRA: model.lora_table_rank, 2)')
+  p.add_argument('--top_rows', default='',
+                 help='comma-separated k: score the fine-tuned blocks with '
+                 'the fine-tuned rows of the k most frequent items only')
   p.add_argument('--out', default=os.path.join(
       common.REPO, 'benchmarks', 'results', 'finetune_anatomy'))
   args = p.parse_args()
@@ -210,7 +261,9 @@ def main():
                    f'--config.init_from.path={pre}/pretrain']
       common.check_finished(fine_tune, full)
       rows.append(dict(dataset=d, seed=s,
-                       **anatomy(pre, full, fine_tune, args.rank)))
+                       **anatomy(pre, full, fine_tune, args.rank,
+                                   [int(k) for k in args.top_rows.split(',')
+                                    if k])))
   cmd = ' '.join(['python', 'benchmarks/finetune_anatomy.py'] + sys.argv[1:])
   text = markdown(rows, cmd)
   os.makedirs(os.path.dirname(args.out), exist_ok=True)

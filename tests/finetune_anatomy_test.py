@@ -34,6 +34,12 @@ def test_table_change_measures_rank_and_shared_maps():
                              atol=1e-9)
   np.testing.assert_allclose(finetune_anatomy.shift_and_rank(e0, e1, 0),
                              e0 + (e1 - e0).mean(0), atol=1e-9)
+  top = finetune_anatomy.most_frequent(np.array([3., 9., 9., 1.]), 2)
+  np.testing.assert_array_equal(top, [1, 2])
+  mixed = finetune_anatomy.frequent_rows(e0[:4], e1[:4], top)
+  shift = (e1[:4] - e0[:4]).mean(0)
+  np.testing.assert_allclose(mixed[[1, 2]], e1[[1, 2]])
+  np.testing.assert_allclose(mixed[[0, 3]], e0[[0, 3]] + shift)
   noise = finetune_anatomy.table_change(
       e0, e0 + rng.normal(size=e0.shape), counts)
   shares = [noise['energy_top_rank'][str(r)] for r in finetune_anatomy.RANKS]
@@ -58,6 +64,7 @@ def test_anatomy_of_a_smoke_fine_tune(tmp_path):
   subprocess.run(
       [sys.executable, 'benchmarks/finetune_anatomy.py',
        '--datasets=synthetic', '--arg=smoke', f'--workroot={work}',
+       '--top_rows=0,5000',
        f'--out={tmp_path}/anatomy'],
       cwd=REPO, check=True, capture_output=True)
   row = json.loads((tmp_path / 'anatomy.json').read_text())['rows'][0]
@@ -67,6 +74,13 @@ def test_anatomy_of_a_smoke_fine_tune(tmp_path):
                                          abs=1e-6)
   assert all(0 <= x <= 1 for x in scores.values())
   assert row['table']['relative_change'] > 0
+  # No rows: the shifted pretrained table; every row: the full fine-tune.
+  none, every = row['frequent_rows']
+  assert none['valid_ndcg10'] == pytest.approx(
+      scores['full_with_pretrained_table_shifted'], abs=1e-6)
+  assert every['valid_ndcg10'] == pytest.approx(scores['full'], abs=1e-6)
+  assert every['train_share'] == pytest.approx(1.0)
+  assert none['train_share'] == 0 and none['params'] == 0
   assert '| synthetic | 0 |' in (tmp_path / 'anatomy.md').read_text()
 
 
