@@ -3,7 +3,7 @@ r"""Where a full fine-tune's gain lives: the item table or the blocks.
 Reads a pretraining run and the full fine-tune that started from it (the
 layout of benchmarks/finetuning.py: `pre_<recipe>_<dataset>_s<seed>` and
 `full_<dataset>_s<seed>` under one workroot; both need their checkpoints)
-and scores four models on validation (full ranking, history excluded):
+and scores these models on validation (full ranking, history excluded):
 
   pretrained   the encoder as pretraining left it;
   full         the full fine-tune;
