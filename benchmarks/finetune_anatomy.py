@@ -130,24 +130,23 @@ def anatomy(pre_dir: str, full_dir: str, args: list[str],
   # rec_jax (datasets, models) loads here, not at import.
   from rec_jax import evaluate  # pylint: disable=g-import-not-at-top
   from rec_jax import features  # pylint: disable=g-import-not-at-top
+  from rec_jax import tasks  # pylint: disable=g-import-not-at-top
   config = common.config_of(args)
   ds, split, mesh, _, full, _, evaluator = evaluate.load_trained(
       config, os.path.join(full_dir, 'finetune'))
   _, pre = features.load_encoder(config, pre_dir, mesh)
   score = lambda p, name: float(evaluator.full_ranking(
       p, split.valid_history, split.valid_target, desc=name)[0]['ndcg@10'])
-  counts = np.zeros(ds.num_items + 1)
-  for seq in split.train:
-    np.add.at(counts, np.asarray(seq), 1)
+  counts = tasks.train_counts(split.train, ds.num_items)[1:]  # real items
   e0, e1 = _table(pre, ds.num_items), _table(full, ds.num_items)
   targets = np.bincount(np.asarray(split.valid_target),
                         minlength=ds.num_items + 1)[1:]
   rows = []
   for k in top_rows:
-    top = most_frequent(counts[1:], k)
+    top = most_frequent(counts, k)
     rows.append(dict(
         k=k, params=int(k * e0.shape[1]),
-        train_share=float(counts[1:][top].sum() / counts[1:].sum()),
+        train_share=float(counts[top].sum() / counts.sum()),
         valid_target_share=float(targets[top].sum() / max(targets.sum(), 1)),
         valid_ndcg10=score(_with_rows(full, frequent_rows(e0, e1, top)),
                            f'full + {k} frequent rows')))
@@ -166,7 +165,7 @@ def anatomy(pre_dir: str, full_dir: str, args: list[str],
               f'full + pretrained table + shift + rank {rank}'),
           pretrained_with_full_table=score(_swap_table(pre, full),
                                            'pretrained + full table')),
-      table=table_change(e0, e1, counts[1:]),
+      table=table_change(e0, e1, counts),
       frequent_rows=rows)
 
 
