@@ -10,6 +10,12 @@ table next to the published S3-Rec figures:
 
 Extra `--override key=value` flags are passed to every run as
 `--config.key=value`.
+
+Re-tabulating keeps what the runs at hand cannot recompute: a row of the
+previous table (`--out`) that averages more seeds than the (dataset,
+model) has finished runs here and in the archive (runs that predate
+benchmarks/results/runs/) is carried over unchanged and marked as such, and so are the hand-written notes after
+the table's `Notes on these runs:` line.
 """
 
 import argparse
@@ -31,6 +37,38 @@ PUBLISHED = {
     ('sasrec', 'lastfm'): 0.0390, ('bert4rec', 'lastfm'): 0.0337,
 }
 REPO = common.REPO
+NOTES = 'Notes on these runs:'
+CARRIED = ' (carried)'
+
+
+def previous_table(path):
+  """The table already at `path`: ({(dataset, model): row line}, the notes
+  section from its NOTES line on, or ''); empty when there is none."""
+  if not os.path.exists(path):
+    return {}, ''
+  with open(path, encoding='utf-8') as f:
+    text = f.read()
+  rows = {}
+  for line in text.splitlines():
+    cells = [c.strip() for c in line.strip().strip('|').split('|')]
+    if (line.startswith('| ') and len(cells) > 2 and cells[0] != 'dataset'
+        and not set(cells[0]) <= set('-')):
+      rows[(cells[0], cells[1])] = line
+  at = text.find(NOTES)
+  return rows, (text[at:].rstrip() + '\n' if at >= 0 else '')
+
+
+def seed_count(line):
+  """The number in a table row's seeds column."""
+  return int(line.split('|')[3].split()[0])
+
+
+def carried(line):
+  """A previous row marked as carried (in its seeds column), once."""
+  cells = line.split('|')
+  if not cells[3].rstrip().endswith(CARRIED):
+    cells[3] = f'{cells[3].rstrip()}{CARRIED} '
+  return '|'.join(cells)
 
 
 def run_one(model, dataset, seed, workroot, overrides, only_finished=False,
@@ -85,7 +123,8 @@ def main():
                                                'baselines.md'))
   args = p.parse_args()
   seeds = [int(s) for s in args.seeds.split(',')]
-  rows, curves = [], []
+  previous, notes = previous_table(args.out)
+  rows, curves, kept = [], [], []
   for dataset in args.datasets.split(','):
     for model in args.models.split(','):
       res = [run_one(model, dataset, s, args.workroot, args.override,
@@ -95,6 +134,16 @@ def main():
           curves.append((dataset, model, os.path.join(
               args.workroot, f'{model}_{dataset}_s{s}')))
       res = [r for r in res if r is not None]
+      before = previous.get((dataset, model))
+      if before and not common.planning() and len(res) < seed_count(before):
+        if res:
+          print(f'{dataset} {model}: {len(res)} finished run(s) here, fewer '
+                f'than the previous table\'s row; keeping that row',
+                flush=True)
+        rows.append(carried(before))
+        kept.append(f'{dataset} {model}')
+        print(rows[-1], flush=True)
+        continue
       if not res:
         continue
       test = lambda k: [r['test'][k] for r in res]
@@ -130,10 +179,17 @@ def main():
       'BERT4Rec used the original losses (SASRec: BCE with one sampled '
       'negative). Ours: full-softmax cross-entropy, leave-one-out, history '
       'excluded, early stopping on validation NDCG@10 (patience 10).\n')
+  if kept:
+    text += (f'\n"{CARRIED.strip()}": rows copied unchanged from the previous '
+             f'table ({", ".join(kept)}): their runs predate the run '
+             f'archive (benchmarks/results/runs/), so this command cannot '
+             f'recompute them, and the plot has no curves for them.\n')
   os.makedirs(os.path.dirname(args.out), exist_ok=True)
   plot = args.out.replace('.md', '.png')
   plot_curves(curves, plot)
   text += f'\nValidation curves: `{os.path.basename(plot)}`.\n'
+  if notes:
+    text += '\n' + notes
   with open(args.out, 'w', encoding='utf-8') as f:
     f.write(text)
   print(text)

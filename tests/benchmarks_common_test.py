@@ -64,3 +64,23 @@ def test_finished_run_must_start_from_the_asked_checkpoint(tmp_path):
   with pytest.raises(ValueError, match='this benchmark asks for no '
                      'checkpoint'):
     common.run_main(ARGS, str(work))
+
+
+def test_baselines_carries_rows_it_cannot_recompute(tmp_path):
+  import baselines  # pylint: disable=g-import-not-at-top
+  path = tmp_path / 'table.md'
+  row = ('| beauty | sasrec | 3 | 0.0570 ± 0.0006 | 0.0940 | 0.0656 | 0.1283 '
+         '| 0.0518 | – | 0.0318 | 45 | 49.6 | 36.8 | cpu (2 cores) |')
+  path.write_text(
+      '# t\n\n| dataset | model | seeds | test NDCG@10 |\n|---|---|---|---|\n'
+      f'{row}\n\nValidation curves: `t.png`.\n\n'
+      'Notes on these runs:\n- written by hand.\n')
+  rows, notes = baselines.previous_table(str(path))
+  assert list(rows) == [('beauty', 'sasrec')]
+  assert notes == 'Notes on these runs:\n- written by hand.\n'
+  assert baselines.seed_count(rows[('beauty', 'sasrec')]) == 3
+  once = baselines.carried(row)
+  assert once.split('|')[3].strip() == '3 (carried)'
+  assert baselines.carried(once) == once
+  assert baselines.seed_count(once) == 3
+  assert baselines.previous_table(str(tmp_path / 'none.md')) == ({}, '')
