@@ -179,8 +179,7 @@ def main():
   cmd = ' '.join(['python', 'benchmarks/ablations.py'] + sys.argv[1:])
   os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
   text = markdown(rows, cmd)
-  with open(args.out + '.md', 'w', encoding='utf-8') as f:
-    f.write(text)
+  common.write_markdown(args.out + '.md', text)
   with open(args.out + '.csv', 'w', newline='', encoding='utf-8') as f:
     keys = sorted({k for r in rows for k in r},
                   key=lambda k: (k not in ('dataset', 'recipe', 'seeds'), k))

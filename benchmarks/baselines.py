@@ -14,8 +14,8 @@ Extra `--override key=value` flags are passed to every run as
 Re-tabulating keeps what the runs at hand cannot recompute: a row of the
 previous table (`--out`) that averages more seeds than the (dataset,
 model) has finished runs here and in the archive (runs that predate
-benchmarks/results/runs/) is carried over unchanged and marked as such, and so are the hand-written notes after
-the table's `Notes on these runs:` line.
+benchmarks/results/runs/) is carried over unchanged and marked as such;
+the hand-written notes below the table are kept (common.write_markdown).
 """
 
 import argparse
@@ -37,15 +37,14 @@ PUBLISHED = {
     ('sasrec', 'lastfm'): 0.0390, ('bert4rec', 'lastfm'): 0.0337,
 }
 REPO = common.REPO
-NOTES = 'Notes on these runs:'
 CARRIED = ' (carried)'
 
 
 def previous_table(path):
-  """The table already at `path`: ({(dataset, model): row line}, the notes
-  section from its NOTES line on, or ''); empty when there is none."""
+  """The rows of the table already at `path`: {(dataset, model): row
+  line}; empty when there is none."""
   if not os.path.exists(path):
-    return {}, ''
+    return {}
   with open(path, encoding='utf-8') as f:
     text = f.read()
   rows = {}
@@ -54,8 +53,7 @@ def previous_table(path):
     if (line.startswith('| ') and len(cells) > 2 and cells[0] != 'dataset'
         and not set(cells[0]) <= set('-')):
       rows[(cells[0], cells[1])] = line
-  at = text.find(NOTES)
-  return rows, (text[at:].rstrip() + '\n' if at >= 0 else '')
+  return rows
 
 
 def seed_count(line):
@@ -123,7 +121,7 @@ def main():
                                                'baselines.md'))
   args = p.parse_args()
   seeds = [int(s) for s in args.seeds.split(',')]
-  previous, notes = previous_table(args.out)
+  previous = previous_table(args.out)
   rows, curves, kept = [], [], []
   for dataset in args.datasets.split(','):
     for model in args.models.split(','):
@@ -188,10 +186,7 @@ def main():
   plot = args.out.replace('.md', '.png')
   plot_curves(curves, plot)
   text += f'\nValidation curves: `{os.path.basename(plot)}`.\n'
-  if notes:
-    text += '\n' + notes
-  with open(args.out, 'w', encoding='utf-8') as f:
-    f.write(text)
+  common.write_markdown(args.out, text)
   print(text)
 
 

@@ -14,6 +14,7 @@ command either way.
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -120,6 +121,31 @@ def mean_std(values, digits: int = 4) -> str:
   if v.size == 1:
     return f'{v.reshape(-1)[0]:.{digits}f}'
   return f'{v.mean():.{digits}f} ± {v.std(ddof=1):.{digits}f}'
+
+
+def hand_notes(path: str) -> str:
+  """The hand-written notes of the markdown table at `path`: from its first
+  line that starts with 'Notes' to the end ('' when none, or no file)."""
+  if not os.path.exists(path):
+    return ''
+  with open(path, encoding='utf-8') as f:
+    text = f.read()
+  m = re.search(r'^Notes', text, re.M)
+  return text[m.start():].rstrip() + '\n' if m else ''
+
+
+def write_markdown(path: str, text: str) -> None:
+  """Writes a generated table to `path`, keeping the hand-written notes
+  (see hand_notes) the file already has below the new text: a session
+  that re-tabulates must not drop what an earlier one wrote about the
+  runs. Says so, since the notes may need updating for the new rows."""
+  notes = hand_notes(path)
+  if notes and not re.search(r'^Notes', text, re.M):
+    text = text.rstrip() + '\n\n' + notes
+    print(f'{path}: kept its hand-written notes; check them against the '
+          'new table.', flush=True)
+  with open(path, 'w', encoding='utf-8') as f:
+    f.write(text)
 
 
 def pyplot():

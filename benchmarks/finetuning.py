@@ -300,8 +300,7 @@ def main():
           f'hardware column; test metrics (full ranking, history excluded), '
           f'with\n\n```\n'
           f'REC_JAX_DATA_DIR=../shared/data {cmd}\n```\n\n{table}\n')
-  with open(out + '.md', 'w', encoding='utf-8') as f:
-    f.write(text)
+  common.write_markdown(out + '.md', text)
   with open(out + '.json', 'w', encoding='utf-8') as f:
     json.dump(dict(command=cmd, rows=rows), f, indent=2, default=float)
   if args.study == 'label_fraction':

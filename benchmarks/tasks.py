@@ -98,8 +98,7 @@ def main():
   lines += ['', 'ctr negatives are drawn by popularity, so the popularity '
             'baseline sits near AUC 0.5 by construction.', '']
   os.makedirs(os.path.dirname(args.out), exist_ok=True)
-  with open(args.out + '.md', 'w', encoding='utf-8') as f:
-    f.write('\n'.join(lines))
+  common.write_markdown(args.out + '.md', '\n'.join(lines))
   with open(args.out + '.json', 'w', encoding='utf-8') as f:
     json.dump(dict(date=str(datetime.date.today()), command=cmd, rows=rows),
               f, indent=2)

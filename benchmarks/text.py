@@ -268,8 +268,7 @@ def main():
   os.makedirs(os.path.dirname(args.out), exist_ok=True)
   plot(rows, args.out + '.png')
   lines += [f'![test NDCG@10 by run]({os.path.basename(args.out)}.png)', '']
-  with open(args.out + '.md', 'w', encoding='utf-8') as f:
-    f.write('\n'.join(lines))
+  common.write_markdown(args.out + '.md', '\n'.join(lines))
   with open(args.out + '.json', 'w', encoding='utf-8') as f:
     json.dump(dict(date=str(datetime.date.today()), command=cmd, rows=rows,
                    throughput=speed), f, indent=2)

@@ -73,14 +73,27 @@ def test_baselines_carries_rows_it_cannot_recompute(tmp_path):
          '| 0.0518 | – | 0.0318 | 45 | 49.6 | 36.8 | cpu (2 cores) |')
   path.write_text(
       '# t\n\n| dataset | model | seeds | test NDCG@10 |\n|---|---|---|---|\n'
-      f'{row}\n\nValidation curves: `t.png`.\n\n'
-      'Notes on these runs:\n- written by hand.\n')
-  rows, notes = baselines.previous_table(str(path))
+      f'{row}\n\nValidation curves: `t.png`.\n')
+  rows = baselines.previous_table(str(path))
   assert list(rows) == [('beauty', 'sasrec')]
-  assert notes == 'Notes on these runs:\n- written by hand.\n'
   assert baselines.seed_count(rows[('beauty', 'sasrec')]) == 3
   once = baselines.carried(row)
   assert once.split('|')[3].strip() == '3 (carried)'
   assert baselines.carried(once) == once
   assert baselines.seed_count(once) == 3
-  assert baselines.previous_table(str(tmp_path / 'none.md')) == ({}, '')
+  assert baselines.previous_table(str(tmp_path / 'none.md')) == {}
+
+
+def test_rewritten_table_keeps_its_hand_notes(tmp_path):
+  path = str(tmp_path / 'table.md')
+  common.write_markdown(path, '# t\n\n| a |\n|---|\n| 1 |\n')
+  assert common.hand_notes(path) == ''
+  with open(path, 'a', encoding='utf-8') as f:
+    f.write('\nNotes (today): row 1 ran on a GPU.\n- and more.\n')
+  common.write_markdown(path, '# t\n\n| a |\n|---|\n| 2 |\n')
+  text = open(path, encoding='utf-8').read()
+  assert '| 2 |' in text and '| 1 |' not in text
+  assert text.endswith('\nNotes (today): row 1 ran on a GPU.\n- and more.\n')
+  # New text with notes of its own replaces the old ones.
+  common.write_markdown(path, '# t\n\nNotes: fresh.\n')
+  assert common.hand_notes(path) == 'Notes: fresh.\n'
