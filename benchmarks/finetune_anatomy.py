@@ -15,6 +15,11 @@ and scores these models on validation (full ranking, history excluded):
                             LoRA's table rank: what such an update could
                             give);
   pretrained + full table   the pretrained blocks with the fine-tuned table;
+  full + linear map        the fine-tuned blocks on the pretrained table
+                            under the best shared affine map towards the
+                            fine-tuned table (D x D + D parameters), then
+                            also moved by the best rank-r approximation of
+                            what the map leaves;
   full + frequent rows      the fine-tuned blocks on the shifted pretrained
                             table with the fine-tuned rows of the k most
                             frequent training items (`--top_rows`): what a
@@ -81,6 +86,19 @@ def shift_and_rank(e0: np.ndarray, e1: np.ndarray, rank: int):
   shift = d.mean(0)
   u, s, vt = np.linalg.svd(d - shift, full_matrices=False)
   return e0 + shift + (u[:, :rank] * s[:rank]) @ vt[:rank]
+
+
+def linear_map(e0: np.ndarray, e1: np.ndarray, rank: int = 0):
+  """The best affine map of e0 towards e1 (least squares: one shared
+  [D, D] matrix and shift for every row), plus the best rank-`rank`
+  approximation of what it leaves of e1: what a table adapter of D^2 + D
+  (+ rank x (rows + D)) parameters could give."""
+  x = np.concatenate([e0, np.ones((len(e0), 1), e0.dtype)], 1)
+  mapped = x @ np.linalg.lstsq(x, e1, rcond=None)[0]
+  if rank:
+    u, s, vt = np.linalg.svd(e1 - mapped, full_matrices=False)
+    mapped = mapped + (u[:, :rank] * s[:rank]) @ vt[:rank]
+  return mapped
 
 
 def most_frequent(counts: np.ndarray, k: int) -> np.ndarray:
@@ -163,10 +181,21 @@ def anatomy(pre_dir: str, full_dir: str, args: list[str],
           full_with_rank_move=score(
               _with_rows(full, shift_and_rank(e0, e1, rank)),
               f'full + pretrained table + shift + rank {rank}'),
+          full_with_linear_map=score(
+              _with_rows(full, linear_map(e0, e1)),
+              'full + linearly mapped pretrained table'),
+          full_with_linear_map_rank=score(
+              _with_rows(full, linear_map(e0, e1, rank)),
+              f'full + linearly mapped pretrained table + rank {rank}'),
           pretrained_with_full_table=score(_swap_table(pre, full),
                                            'pretrained + full table')),
       table=table_change(e0, e1, counts),
       frequent_rows=rows)
+
+
+def _fmt(x) -> str:
+  """A score, or '–' for one a row (tabulated earlier) lacks."""
+  return '–' if x is None else f'{x:.4f}'
 
 
 def markdown(rows, cmd: str) -> str:
@@ -175,11 +204,12 @@ def markdown(rows, cmd: str) -> str:
       f'{datetime.date.today()}; validation NDCG@10 (full ranking, history '
       f'excluded), with\n\n```\nREC_JAX_DATA_DIR=../shared/data {cmd}\n```\n',
       '| dataset | seed | pretrained | full | full + pretrained table | '
-      '+ shift | + shift + rank-r move | pretrained + full table | '
+      '+ shift | + shift + rank-r move | + linear map | + linear map + '
+      'rank-r move | pretrained + full table | '
       '\\|dE\\| / \\|E\\| | common shift share | '
       + ' | '.join(f'rank {r} share' for r in RANKS)
       + ' | shared linear map share |',
-      '|---|---|---|---|---|---|---|---|---|---|' + '---|' * len(RANKS)
+      '|---|---|---|---|---|---|---|---|---|---|---|---|' + '---|' * len(RANKS)
       + '---|']
   for r in rows:
     v, t = r['valid_ndcg10'], r['table']
@@ -188,6 +218,8 @@ def markdown(rows, cmd: str) -> str:
         f'{v["full"]:.4f} | {v["full_with_pretrained_table"]:.4f} | '
         f'{v["full_with_pretrained_table_shifted"]:.4f} | '
         f'{v["full_with_rank_move"]:.4f} (r={r["rank"]}) | '
+        f'{_fmt(v.get("full_with_linear_map"))} | '
+        f'{_fmt(v.get("full_with_linear_map_rank"))} | '
         f'{v["pretrained_with_full_table"]:.4f} | '
         f'{t["relative_change"]:.2f} | {t["common_shift_share"]:.1%} | '
         + ' | '.join(f'{t["energy_top_rank"][str(k)]:.1%}' for k in RANKS)
@@ -198,7 +230,11 @@ def markdown(rows, cmd: str) -> str:
       'table moved by the common shift of dE (dE: the fine-tuned minus the '
       'pretrained table; the shift is its mean row), the same plus the best '
       'rank-r approximation of the rest of dE (what a rank-r table update '
-      'could give the fine-tuned blocks), and the pretrained blocks on the '
+      'could give the fine-tuned blocks), the blocks on the pretrained '
+      'table under the best shared affine map towards the fine-tuned one '
+      '(a [D, D] matrix and a shift: what a table adapter of D^2 + D '
+      'parameters could give), that plus the best rank-r approximation of '
+      'what the map leaves, and the pretrained blocks on the '
       'fine-tuned table. `common shift share`: the part of |dE|^2 that is '
       'the shift, which changes no ranking through the tied output layer. '
       '`rank r share`: the part of the rest of |dE|^2 in its top r singular '
@@ -266,8 +302,7 @@ def main():
   cmd = ' '.join(['python', 'benchmarks/finetune_anatomy.py'] + sys.argv[1:])
   text = markdown(rows, cmd)
   os.makedirs(os.path.dirname(args.out), exist_ok=True)
-  with open(args.out + '.md', 'w', encoding='utf-8') as f:
-    f.write(text)
+  common.write_markdown(args.out + '.md', text)
   with open(args.out + '.json', 'w', encoding='utf-8') as f:
     json.dump(dict(command=cmd, rows=rows), f, indent=2)
   print(text)

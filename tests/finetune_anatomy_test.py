@@ -40,6 +40,15 @@ def test_table_change_measures_rank_and_shared_maps():
   shift = (e1[:4] - e0[:4]).mean(0)
   np.testing.assert_allclose(mixed[[1, 2]], e1[[1, 2]])
   np.testing.assert_allclose(mixed[[0, 3]], e0[[0, 3]] + shift)
+  affine = e0 @ rng.normal(size=(16, 16)) + v
+  np.testing.assert_allclose(finetune_anatomy.linear_map(e0, affine), affine,
+                             atol=1e-9)
+  # What the map leaves (a rank-1 move) is what the rank-1 term adds back.
+  np.testing.assert_allclose(
+      finetune_anatomy.linear_map(e0, affine + u @ v, 1), affine + u @ v,
+      atol=1e-6)
+  assert not np.allclose(finetune_anatomy.linear_map(e0, affine + u @ v),
+                         affine + u @ v, atol=1e-3)
   noise = finetune_anatomy.table_change(
       e0, e0 + rng.normal(size=e0.shape), counts)
   shares = [noise['energy_top_rank'][str(r)] for r in finetune_anatomy.RANKS]
