@@ -11,7 +11,9 @@ validation NDCG@10) from the pretrained encoder.
 Args (`:key=value,flag`): dataset; seed; pretrain=false (the identical
 fine-tune from random initialisation, the ablation baseline); finetune=
 full | frozen | partial | lora | prefix | adapter; task=next | ctr | rating;
-label_fraction=F; smoke.
+label_fraction=F; pretrain_epochs=N (pretrain longer); pretrain_window=
+random | newest (each user's pretraining window: a random prefix, the
+default, or the newest items, as the fine-tune sees them); smoke.
 
 Hyperparameters are shared by every dataset; the only dataset-dependent
 quantity is the length of pretraining, at least 20 epochs and at least 300

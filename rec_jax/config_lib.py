@@ -258,14 +258,20 @@ def pretrain_recipe(arg, objectives: dict, **pretrain_kwargs):
   frozen | partial | lora | prefix | adapter, see rec_jax.peft),
   label_fraction (fine-tune on that fraction of users), task (next | ctr,
   see rec_jax.tasks), pretrain_epochs (0: the recipe's length, else at
-  least that many epochs of pretraining), smoke.
+  least that many epochs of pretraining), pretrain_window (random: each
+  epoch a random prefix of each user's training items, the default;
+  newest: the newest max_len of them, as the fine-tune sees them), smoke.
   """
   args = parse_arg(arg, dataset='synthetic', seed=0, pretrain=True,
                    finetune='full', label_fraction=1.0, task='next',
-                   text=False, pretrain_epochs=0, smoke=False)
+                   text=False, pretrain_epochs=0, pretrain_window='random',
+                   smoke=False)
   if args.pretrain_epochs < 0:
     raise ValueError(f'pretrain_epochs={args.pretrain_epochs} in {arg!r}: '
                      'must be >= 0 (0 = the recipe default).')
+  if args.pretrain_window not in ('random', 'newest'):
+    raise ValueError(f'pretrain_window={args.pretrain_window!r} in {arg!r}: '
+                     "expected 'random' or 'newest'.")
   if args.pretrain_epochs:
     pretrain_kwargs = dict(pretrain_kwargs, num_epochs=args.pretrain_epochs)
   config = ml_collections.ConfigDict()
@@ -277,6 +283,7 @@ def pretrain_recipe(arg, objectives: dict, **pretrain_kwargs):
     config.model.text_dim = 384  # all-MiniLM-L6-v2
   config.pretrain = pretrain_config(objectives, enabled=bool(args.pretrain),
                                     **pretrain_kwargs)
+  config.pretrain.random_prefix = args.pretrain_window == 'random'
   config.finetune = finetune_config()
   config.finetune.label_fraction = args.label_fraction
   from rec_jax import peft  # pylint: disable=g-import-not-at-top

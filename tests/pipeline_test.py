@@ -130,3 +130,36 @@ def test_pack_eval_places_each_user_once_right_aligned():
     seg = packed['segment_ids'][r] == packed['segment_ids'][r, c]
     got = packed['inputs'][r][seg].tolist()
     assert got == hist[u][-7:].tolist() + [99]
+
+
+@pytest.mark.parametrize('random_prefix', [True, False])
+def test_user_stream_windows(random_prefix):
+  """Each epoch every user gives one left-padded window of at most max_len
+  consecutive training items: the newest ones, or (random_prefix) ones
+  ending at a point that varies across epochs."""
+  lengths = [3, 9, 20, 2]
+  # User u's items are 100 u + 1, ..., 100 u + n: a window names its user
+  # and where it ends.
+  train = [np.arange(1, n + 1, dtype=np.int32) + 100 * u
+           for u, n in enumerate(lengths)]
+  stream = pipeline.UserStream(train, batch_size=8, max_len=6, seed=0,
+                               random_prefix=random_prefix)
+  ends = {u: set() for u in range(len(train))}
+  for epoch in range(20):
+    users = []
+    for i in range(stream.steps_in_epoch(epoch)):
+      b = stream.batch(epoch, i)
+      for items, n in zip(b['items'], b['lengths']):
+        if not n:
+          continue
+        assert np.all(items[:-n] == 0)
+        u, end = divmod(int(items[-1]), 100)
+        np.testing.assert_array_equal(items[-n:], train[u][end - n:end])
+        assert n == min(end, 6)
+        users.append(u)
+        ends[u].add(end)
+    assert sorted(users) == list(range(len(train)))
+  if random_prefix:
+    assert len(ends[2]) > 5 and min(ends[2]) < 10
+  else:
+    assert all(ends[u] == {n} for u, n in enumerate(lengths))

@@ -217,6 +217,14 @@ def test_pretrain_epochs_arg_sets_the_length():
     load_config('recommended', 'pretrain_epochs=-1')
 
 
+def test_pretrain_window_arg_picks_the_windows():
+  assert load_config('recommended', '').pretrain.random_prefix
+  assert not load_config('recommended',
+                         'pretrain_window=newest').pretrain.random_prefix
+  with pytest.raises(ValueError, match="pretrain_window='last'"):
+    load_config('recommended', 'pretrain_window=last')
+
+
 def test_pretraining_tables_stay_on_the_host(pretrained):
   """The step closes over the objectives' tables; device arrays there are
   copied back to the host at trace time, which the loop's transfer guard
