@@ -127,10 +127,7 @@ def main():
     for model in args.models.split(','):
       res = [run_one(model, dataset, s, args.workroot, args.override,
                      args.only_finished) for s in seeds]
-      for s, r in zip(seeds, res):
-        if r is not None:
-          curves.append((dataset, model, os.path.join(
-              args.workroot, f'{model}_{dataset}_s{s}')))
+      finished = [s for s, r in zip(seeds, res) if r is not None]
       res = [r for r in res if r is not None]
       before = previous.get((dataset, model))
       if before and not common.planning() and len(res) < seed_count(before):
@@ -144,6 +141,8 @@ def main():
         continue
       if not res:
         continue
+      curves += [(dataset, model, os.path.join(
+          args.workroot, f'{model}_{dataset}_s{s}')) for s in finished]
       test = lambda k: [r['test'][k] for r in res]
       pub = PUBLISHED.get((model, dataset))
       sampled = [r['test_sampled']['ndcg@10'] for r in res
