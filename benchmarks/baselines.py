@@ -183,8 +183,9 @@ def main():
              f'recompute them, and the plot has no curves for them.\n')
   os.makedirs(os.path.dirname(args.out), exist_ok=True)
   plot = args.out.replace('.md', '.png')
-  plot_curves(curves, plot)
-  text += f'\nValidation curves: `{os.path.basename(plot)}`.\n'
+  if curves:  # none when every row is carried.
+    plot_curves(curves, plot)
+    text += f'\nValidation curves: `{os.path.basename(plot)}`.\n'
   common.write_markdown(args.out, text)
   print(text)
 
