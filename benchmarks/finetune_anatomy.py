@@ -79,13 +79,18 @@ def _with_rows(params, rows: np.ndarray):
   return dict(params, encoder=enc)
 
 
+def best_rank(d: np.ndarray, rank: int) -> np.ndarray:
+  """The best rank-`rank` approximation of `d` (truncated SVD)."""
+  u, s, vt = np.linalg.svd(d, full_matrices=False)
+  return (u[:, :rank] * s[:rank]) @ vt[:rank]
+
+
 def shift_and_rank(e0: np.ndarray, e1: np.ndarray, rank: int):
   """e0 moved by the common shift of e1 - e0 (its mean row) and by the best
   rank-`rank` approximation of the rest of the move."""
   d = e1 - e0
   shift = d.mean(0)
-  u, s, vt = np.linalg.svd(d - shift, full_matrices=False)
-  return e0 + shift + (u[:, :rank] * s[:rank]) @ vt[:rank]
+  return e0 + shift + best_rank(d - shift, rank)
 
 
 def linear_map(e0: np.ndarray, e1: np.ndarray, rank: int = 0):
@@ -95,10 +100,7 @@ def linear_map(e0: np.ndarray, e1: np.ndarray, rank: int = 0):
   (+ rank x (rows + D)) parameters could give."""
   x = np.concatenate([e0, np.ones((len(e0), 1), e0.dtype)], 1)
   mapped = x @ np.linalg.lstsq(x, e1, rcond=None)[0]
-  if rank:
-    u, s, vt = np.linalg.svd(e1 - mapped, full_matrices=False)
-    mapped = mapped + (u[:, :rank] * s[:rank]) @ vt[:rank]
-  return mapped
+  return mapped + best_rank(e1 - mapped, rank)
 
 
 def most_frequent(counts: np.ndarray, k: int) -> np.ndarray:
