@@ -93,6 +93,8 @@ def methods_study(args, seeds, root):
           peak_device_mb=(np.mean([r['peak_device_mb'] for r in res])
                           if all(r.get('peak_device_mb') for r in res)
                           else None),
+          init_valid=[r['init_valid']['ndcg@10'] for r in res
+                      if r.get('init_valid')],
           hardware=common.hardware(res)))
   lines = ['| dataset | method | seeds | test NDCG@10 | vs full | trainable '
            'params | % of total | fine-tune min | peak RSS MB | peak device '
@@ -141,18 +143,28 @@ def pretrain_length_study(args, seeds, root):
                                     np.mean(full['ndcg10'])) if full
                               else None)))
   ARG[0] = base
+  return rows, pretrain_length_markdown(rows)
+
+
+def pretrain_length_markdown(rows) -> str:
+  """The pretrain_length study's table: full fine-tuning first, then each
+  method by pretraining length; the validation score of the pretrained
+  model before fine-tuning where the runs recorded it."""
   lines = ['| dataset | pretraining epochs | pretraining steps | method | '
-           'seeds | test NDCG@10 | vs full | % trainable | hardware |',
-           '|---|---|---|---|---|---|---|---|---|']
+           'seeds | valid NDCG@10 before fine-tuning | test NDCG@10 | '
+           'vs full | % trainable | hardware |',
+           '|---|---|---|---|---|---|---|---|---|---|']
   for r in sorted(rows, key=lambda r: (r['dataset'], r['method'] != 'full',
                                        r['method'], r['pretrain_epochs'])):
     lines.append(
         f'| {r["dataset"]} | {r["pretrain_epochs"] or "recipe"} | '
         f'{"/".join(map(str, sorted(set(r["pretrain_steps"])))) or "–"} | '
-        f'{r["method"]} | {r["seeds"]} | {mean_std(r["ndcg10"])} | '
+        f'{r["method"]} | {r["seeds"]} | '
+        f'{mean_std(r["init_valid"]) if r.get("init_valid") else "–"} | '
+        f'{mean_std(r["ndcg10"])} | '
         + (f'{100 * r["share"]:.1f}%' if r['share'] is not None else '–')
         + f' | {100 * r["trainable"] / r["total"]:.2f}% | {r["hardware"]} |')
-  return rows, '\n'.join(lines)
+  return '\n'.join(lines)
 
 
 def plot_pretrain_length(rows, path):

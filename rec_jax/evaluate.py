@@ -395,6 +395,7 @@ def run_eval(config, workdir: str) -> dict:
       peak_device_mb=train_summary.get('peak_device_mb'),
       stopped_early=train_summary['stopped_early'],
       init_from=train_summary.get('init_from'),
+      init_valid=train_summary.get('init_valid'),
       finetune_method=train_summary.get('method', 'full'),
       trainable_params=train_summary.get('trainable_params'),
       total_params=train_summary.get('total_params'))

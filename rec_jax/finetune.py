@@ -332,12 +332,20 @@ def run(config, workdir: str, init_from: str | None = None) -> dict:
       mask_id=ds.num_items + 1 if not config.model.causal else None,
       batch_size=config.eval.batch_size, top_k=config.eval.top_k,
       exclude_history=config.eval.exclude_history)
+  validate = validation(config, ds, split, evaluator)
+  if init_path and 'init_valid' not in meta:
+    # The pretrained model before any fine-tuning step (method parameters
+    # start as the identity): the "before" of a before/after comparison.
+    meta['init_valid'] = {k: float(v) for k, v in
+                          validate(state['params']).items()}
+    logging.info('Before fine-tuning: validation %s.', ' '.join(
+        f'{k}={v:.4f}' for k, v in sorted(meta['init_valid'].items())))
   writer = writers.MetricWriter(workdir)
   spec = trainer.LoopSpec(
       stream=stream, step_fn=step_fn, num_epochs=cfg.num_epochs,
       lr_schedule=lr_schedule, log_every=config.log_every_steps,
       checkpoint_every=config.checkpoint.every_steps,
-      evaluate=validation(config, ds, split, evaluator),
+      evaluate=validate,
       eval_every=eval_every(config.eval, steps_per_epoch),
       metric=config.eval.metric,
       mode=config.eval.get('mode', 'max'),
@@ -350,6 +358,8 @@ def run(config, workdir: str, init_from: str | None = None) -> dict:
   out.update(method=method, trainable_params=trainable, total_params=total)
   if meta.get('init_from'):
     out['init_from'] = meta['init_from']['source']
+  if meta.get('init_valid'):
+    out['init_valid'] = meta['init_valid']
   return out
 
 

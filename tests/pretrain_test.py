@@ -175,7 +175,23 @@ def test_ablation_runs_main_with_and_without_pretraining(tmp_path):
             f'--config.init_from.path={pre}',
             '--config.checkpoint.async_save=false'])
   with open(other / 'finetune' / 'summary.json', encoding='utf-8') as f:
-    assert json.load(f)['init_from'].startswith(str(pre))
+    full = json.load(f)
+  assert full['init_from'].startswith(str(pre))
+  # The score before fine-tuning is recorded (the "before" of before/after)
+  # and is the pretrained model's own: LoRA's adapters start as the
+  # identity, so a LoRA fine-tune from the same run starts from the same
+  # score; a run from scratch records none.
+  assert r['init_valid']['ndcg@10'] > 0
+  assert results(scratch)['init_valid'] is None
+  lora = tmp_path / 'lora'
+  run_main(['--config=configs/recommended.py:smoke,pretrain=false,'
+            'finetune=lora', f'--workdir={lora}', '--stage=finetune',
+            f'--config.init_from.path={pre}',
+            '--config.checkpoint.async_save=false'])
+  with open(lora / 'finetune' / 'summary.json', encoding='utf-8') as f:
+    init = json.load(f)['init_valid']
+  for k in ('ndcg@10', 'hr@10', 'mrr'):
+    assert init[k] == pytest.approx(full['init_valid'][k], abs=1e-6), k
 
   import conftest  # pylint: disable=g-import-not-at-top
   outputs = conftest.execute_notebook('ablations.ipynb', tmp_path,

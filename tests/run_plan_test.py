@@ -304,3 +304,24 @@ def test_pretrain_length_study_plans_one_encoder_per_length(tmp_path):
       ('ft_pe7/lora_synthetic_s0', 'dataset=synthetic,seed=0,pretrain=false,'
        'finetune=lora,smoke,pretrain_epochs=7')]
   assert [j['after'] for j in jobs] == [[], [0], [0], [], [3], [3]]
+
+
+def test_pretrain_length_table_shows_the_score_before_fine_tuning():
+  """The pretrain_length table puts full fine-tuning first, gives each
+  method its share of full from the same encoder, and the pretrained
+  model's validation score where the runs recorded it ('–' for runs made
+  before fine-tunes recorded it)."""
+  import finetuning  # pylint: disable=g-import-not-at-top
+  row = dict(dataset='beauty', seeds=1, trainable=5, total=100,
+             hardware='cpu', pretrain_steps=[90])
+  rows = [dict(row, method='lora', pretrain_epochs=100, ndcg10=[0.045],
+               share=0.9, init_valid=[0.0612, 0.0622]),
+          dict(row, method='full', pretrain_epochs=100, ndcg10=[0.05],
+               share=1.0, init_valid=[]),
+          dict(row, method='full', pretrain_epochs=0, ndcg10=[0.05],
+               share=1.0)]
+  lines = finetuning.pretrain_length_markdown(rows).splitlines()
+  assert lines[2].startswith('| beauty | recipe | 90 | full | 1 | – | 0.0500 |')
+  assert lines[3].startswith('| beauty | 100 | 90 | full | 1 | – |')
+  assert lines[4] == ('| beauty | 100 | 90 | lora | 1 | 0.0617 ± 0.0007 | '
+                      '0.0450 | 90.0% | 5.00% | cpu |')
