@@ -334,8 +334,9 @@ def run(config, workdir: str, init_from: str | None = None) -> dict:
       exclude_history=config.eval.exclude_history)
   validate = validation(config, ds, split, evaluator)
   if init_path and 'init_valid' not in meta:
-    # The pretrained model before any fine-tuning step (method parameters
-    # start as the identity): the "before" of a before/after comparison.
+    # The model before any fine-tuning step, the "before" of a before/after
+    # comparison: the pretrained model itself under LoRA or adapters (they
+    # start as the identity), not under a prefix or a fresh head.
     meta['init_valid'] = {k: float(v) for k, v in
                           validate(state['params']).items()}
     logging.info('Before fine-tuning: validation %s.', ' '.join(
