@@ -296,7 +296,8 @@ def run(config, workdir: str, init_from: str | None = None) -> dict:
   ckpt = checkpoints.Manager(workdir, max_to_keep=config.checkpoint.max_to_keep,
                              async_save=config.checkpoint.async_save)
   init_path = config.init_from.path or init_from
-  if ckpt.latest_step() is not None:
+  resumed = ckpt.latest_step() is not None
+  if resumed:
     state, meta = ckpt.restore(trainer.abstract_state(abs_params, abs_opt,
                                                       state_sh))
     logging.info('Resumed from %s/checkpoints/%d (epoch %d, batch %d).',
@@ -333,10 +334,12 @@ def run(config, workdir: str, init_from: str | None = None) -> dict:
       batch_size=config.eval.batch_size, top_k=config.eval.top_k,
       exclude_history=config.eval.exclude_history)
   validate = validation(config, ds, split, evaluator)
-  if init_path and 'init_valid' not in meta:
+  if init_path and not resumed:
     # The model before any fine-tuning step, the "before" of a before/after
     # comparison: the pretrained model itself under LoRA or adapters (they
-    # start as the identity), not under a prefix or a fresh head.
+    # start as the identity), not under a prefix or a fresh head. Only at a
+    # fresh start: a resumed run's params are mid-fine-tune (its meta holds
+    # the score already, unless the run predates init_valid).
     meta['init_valid'] = {k: float(v) for k, v in
                           validate(state['params']).items()}
     logging.info('Before fine-tuning: validation %s.', ' '.join(
