@@ -81,6 +81,8 @@ def _with_rows(params, rows: np.ndarray):
 
 def best_rank(d: np.ndarray, rank: int) -> np.ndarray:
   """The best rank-`rank` approximation of `d` (truncated SVD)."""
+  if not rank:  # linear_map's default: no SVD to pay for.
+    return np.zeros_like(d)
   u, s, vt = np.linalg.svd(d, full_matrices=False)
   return (u[:, :rank] * s[:rank]) @ vt[:rank]
 
