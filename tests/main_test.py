@@ -168,3 +168,15 @@ def test_every_config_loads(name, arg):
   if arg == 'smoke':
     assert config.data.name == 'synthetic'
     assert config.finetune.num_epochs <= 5
+
+
+def test_causal_recipe_is_recommended_without_its_contrastive_term():
+  arg = 'dataset=beauty,pretrain_window=newest'
+  causal = config_lib.flatten(conftest.load_config('causal', arg).to_dict())
+  recommended = config_lib.flatten(
+      conftest.load_config('recommended', arg).to_dict())
+  differ = {k for k in causal if causal[k] != recommended.get(k)}
+  assert differ == {'pretrain.objectives.contrastive'}
+  assert causal['pretrain.objectives.contrastive'] == 0.0
+  assert causal['pretrain.objectives.causal'] == 1.0
+  assert causal['pretrain.random_prefix'] is False
