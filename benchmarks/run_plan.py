@@ -5,7 +5,11 @@ would start to FILE (JSON lines: workdir, args) instead of starting it. This
 script runs those runs on the machine at hand, `--parallel` at a time (an
 accelerator has room for many of these small models), in the plan's order:
 a run that reads another run's workdir (`--config.init_from.path=` under
-it) waits for that run and is skipped if it fails. No run starts with less
+it) waits for that run and is skipped if it fails. A run whose workdir
+another process holds (rec_jax.run_lock: started by hand, or by another
+plan) is not started a second time: the plan waits for that process and
+counts the run as finished elsewhere when it leaves its results behind (as
+pending again when it does not). No run starts with less
 than `--min_left` seconds to the deadline; at the deadline the runs still
 going are stopped (each resumes from its last checkpoint when started
 again). Afterwards the same benchmark command, with --only_finished,
@@ -27,6 +31,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # pylint: disable=g-import-not-at-top,wrong-import-position
+from rec_jax import run_lock  # pylint: disable=wrong-import-position
 
 
 def read_plan(paths):
@@ -66,6 +71,27 @@ def finished(job) -> bool:
   return os.path.exists(os.path.join(
       job['workdir'], 'pretrain/summary.json' if stage_pretrain
       else 'results.json'))
+
+
+DONE = ('done', 'finished before', 'finished elsewhere')
+
+
+def watch_elsewhere(jobs, t0) -> None:
+  """Pending runs whose workdir another process holds become 'running
+  elsewhere'; when that process lets go they become 'finished elsewhere'
+  (their results are there) or pending again."""
+  for job in jobs:
+    if job['status'] not in ('pending', 'running elsewhere'):
+      continue
+    busy = run_lock.in_use(job['workdir'])
+    if busy and job['status'] == 'pending':
+      job['status'] = 'running elsewhere'
+      print(f'[{time.time() - t0:6.0f} s] another process is running '
+            f'{job["workdir"]}; waiting for it', flush=True)
+    elif not busy and job['status'] == 'running elsewhere':
+      job['status'] = 'finished elsewhere' if finished(job) else 'pending'
+      print(f'[{time.time() - t0:6.0f} s] {job["status"]}: {job["workdir"]}',
+            flush=True)
 
 
 def status_counts(jobs) -> dict:
@@ -126,6 +152,7 @@ def main():
   while True:
     with lock:
       left = args.deadline - (time.time() - t0)
+      watch_elsewhere(jobs, t0)
       for job in jobs:
         if job['status'] == 'pending' and any(
             jobs[j]['status'] in ('failed', 'skipped', 'stopped at deadline')
@@ -133,8 +160,7 @@ def main():
           job['status'] = 'skipped'
       running = sum(j['status'] == 'running' for j in jobs)
       ready = [i for i, j in enumerate(jobs) if j['status'] == 'pending' and
-               all(jobs[k]['status'] in ('done', 'finished before')
-                   for k in j['after'])]
+               all(jobs[k]['status'] in DONE for k in j['after'])]
       if left >= args.min_left:
         for i in ready[:args.parallel - running]:
           jobs[i]['status'] = 'running'
@@ -144,7 +170,8 @@ def main():
           threads.append(threading.Thread(target=run, args=(i,)))
           threads[-1].start()
       running = sum(j['status'] == 'running' for j in jobs)
-      waiting = sum(j['status'] == 'pending' for j in jobs)
+      waiting = sum(j['status'] in ('pending', 'running elsewhere')
+                    for j in jobs)
     if not running and (not waiting or left < args.min_left):
       break
     if left <= 0:

@@ -27,6 +27,7 @@ from rec_jax import distributed
 from rec_jax import evaluate
 from rec_jax import finetune
 from rec_jax import pretrain
+from rec_jax import run_lock
 from rec_jax import trainer
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Recipe config.',
@@ -43,6 +44,7 @@ flags.mark_flags_as_required(['config', 'workdir'])
 
 
 pretraining = evaluate.pretraining
+_HELD_LOCKS = []  # open lock files of the workdirs this process runs in.
 run_eval = evaluate.run_eval
 
 
@@ -76,6 +78,11 @@ def main(argv):
   config = _CONFIG.value
   workdir = os.path.abspath(_WORKDIR.value)
   os.makedirs(workdir, exist_ok=True)
+  if jax.process_index() == 0:
+    try:
+      _HELD_LOCKS.append(run_lock.acquire(workdir))  # until the process ends.
+    except run_lock.WorkdirInUse as e:
+      raise SystemExit(f'error: {e}') from None
   results_path = os.path.join(workdir, 'results.json')
   # A failed run must not leave an older results.json that looks current.
   if jax.process_index() == 0 and os.path.exists(results_path):

@@ -155,6 +155,56 @@ def test_finished_runs_are_not_run_again(tmp_path, monkeypatch, fake_main):
       'finished before')
 
 
+# Holds argv[1]'s run lock for argv[2] seconds, then writes its
+# results.json (unless argv[3] is 'fail') and exits: a run started outside
+# the plan.
+ELSEWHERE = r'''
+import json, os, sys, time
+from rec_jax import run_lock
+lock = run_lock.acquire(sys.argv[1])
+print('held', flush=True)
+time.sleep(float(sys.argv[2]))
+if sys.argv[3] != 'fail':
+  json.dump({'test': {'ndcg@10': 0.75}},
+            open(os.path.join(sys.argv[1], 'results.json'), 'w'))
+'''
+
+
+@pytest.mark.parametrize('outcome', ['finishes', 'fails'])
+def test_a_run_held_by_another_process_is_waited_for_not_started_twice(
+    tmp_path, monkeypatch, capsys, fake_main, outcome):
+  busy = tmp_path / 'busy'
+  holder = subprocess.Popen(
+      [sys.executable, '-c', ELSEWHERE, str(busy), '3',
+       'ok' if outcome == 'finishes' else 'fail'],
+      stdout=subprocess.PIPE, text=True, cwd=REPO)
+  assert holder.stdout.readline().strip() == 'held'
+  plan = _write_plan(tmp_path / 'p.jsonl', [
+      # Started here, this stand-in would write ndcg 0.5.
+      (busy, ['--ndcg=0.5']),
+      (tmp_path / 'after', [f'--config.init_from.path={busy}',
+                            '--ndcg=0.25']),
+  ])
+  summary = tmp_path / 'summary.json'
+  monkeypatch.setattr(sys, 'argv', ['run_plan', f'--plan={plan}',
+                                    '--parallel=2', f'--summary={summary}'])
+  assert run_plan.main() == 0
+  holder.wait()
+  assert f'another process is running {busy}; waiting' in (
+      capsys.readouterr().out)
+  runs = {os.path.basename(r['workdir']): r
+          for r in json.loads(summary.read_text())['runs']}
+  results = json.loads((busy / 'results.json').read_text())
+  if outcome == 'finishes':
+    assert runs['busy']['status'] == 'finished elsewhere'
+    assert results['test']['ndcg@10'] == 0.75  # the other process's.
+  else:
+    # The holder left no results: the plan ran it itself, afterwards.
+    assert runs['busy']['status'] == 'done'
+    assert results['test']['ndcg@10'] == 0.5
+  assert runs['after']['status'] == 'done'
+
+
 def test_benchmark_script_plans_its_dependent_runs(tmp_path):
   """finetuning.py plans the pretraining and the fine-tunes that read it,
   and exits without tabulating."""
