@@ -76,16 +76,17 @@ def methods_study(args, seeds, root):
   rows = []
   for d in args.datasets.split(','):
     for m in args.methods.split(','):
-      res = []
+      res, done = [], []
       for s in seeds:
         r = finetuned(args, root, d, s, f'finetune={m}',
                       os.path.join(root, f'{m}_{d}_s{s}'))
         if r is not None:
           res.append(r)
+          done.append(s)
       if not res:
         continue
       rows.append(dict(
-          dataset=d, method=m, seeds=len(res),
+          dataset=d, method=m, seeds=len(res), seed_list=done,
           ndcg10=[r['test']['ndcg@10'] for r in res],
           trainable=res[0]['trainable_params'], total=res[0]['total_params'],
           minutes=np.mean([r['train_seconds'] for r in res]) / 60,
@@ -96,22 +97,57 @@ def methods_study(args, seeds, root):
           init_valid=[r['init_valid']['ndcg@10'] for r in res
                       if r.get('init_valid')],
           hardware=common.hardware(res)))
-  lines = ['| dataset | method | seeds | test NDCG@10 | vs full | trainable '
-           'params | % of total | fine-tune min | peak RSS MB | peak device '
-           'MB | hardware |', '|---|---|---|---|---|---|---|---|---|---|---|']
   for r in rows:
-    full = [x for x in rows if x['dataset'] == r['dataset'] and
-            x['method'] == 'full']
-    rel = (f'{100 * np.mean(r["ndcg10"]) / np.mean(full[0]["ndcg10"]):.1f}%'
-           if full else '–')
+    full = next((x for x in rows if x['dataset'] == r['dataset'] and
+                 x['method'] == 'full'), None)
+    r['share'], r['share_seeds'] = share_of(r, full)
+  return rows, methods_markdown(rows)
+
+
+def share_of(row, full):
+  """(mean test NDCG@10 of `row` / that of full fine-tuning, the seeds
+  used): over the seeds both finished, so that a seed finished on one side
+  only cannot skew the share; (None, []) without a full row."""
+  if full is None:
+    return None, []
+  both = [s for s in row.get('seed_list', range(len(row['ndcg10'])))
+          if s in full.get('seed_list', range(len(full['ndcg10'])))]
+  if not both:
+    return None, []
+  pick = lambda r: np.mean([v for seed, v in zip(
+      r.get('seed_list', range(len(r['ndcg10']))), r['ndcg10'])
+                            if seed in both])
+  return float(pick(row) / pick(full)), both
+
+
+def _share_cell(r) -> str:
+  if r.get('share') is None:
+    return '–'
+  out = f'{100 * r["share"]:.1f}%'
+  seeds = r.get('share_seeds', [])
+  if seeds and len(seeds) < r['seeds']:
+    out += f' (seed{"s" if len(seeds) > 1 else ""} {",".join(map(str, seeds))})'
+  return out
+
+
+def methods_markdown(rows) -> str:
+  """The methods study's table; 'vs full' compares seeds both finished,
+  and the validation score before fine-tuning is the pretrained model's
+  own where the method starts as the identity (LoRA, adapters)."""
+  lines = ['| dataset | method | seeds | valid NDCG@10 before fine-tuning | '
+           'test NDCG@10 | vs full | trainable params | % of total | '
+           'fine-tune min | peak RSS MB | peak device MB | hardware |',
+           '|---|---|---|---|---|---|---|---|---|---|---|---|']
+  for r in rows:
     lines.append(
         f'| {r["dataset"]} | {r["method"]} | {r["seeds"]} | '
-        f'{mean_std(r["ndcg10"])} | {rel} | {r["trainable"]:,} | '
+        f'{mean_std(r["init_valid"]) if r.get("init_valid") else "–"} | '
+        f'{mean_std(r["ndcg10"])} | {_share_cell(r)} | {r["trainable"]:,} | '
         f'{100 * r["trainable"] / r["total"]:.2f}% | {r["minutes"]:.1f} | '
         f'{r["peak_mb"]:.0f} | '
         + (f'{r["peak_device_mb"]:.0f}' if r['peak_device_mb'] else '–')
         + f' | {r["hardware"]} |')
-  return rows, '\n'.join(lines)
+  return '\n'.join(lines)
 
 
 def pretrain_length_study(args, seeds, root):
@@ -136,12 +172,7 @@ def pretrain_length_study(args, seeds, root):
           with open(os.path.join(pre, 'pretrain', 'summary.json'),
                     encoding='utf-8') as f:
             steps.append(json.load(f)['steps'])
-      full = next((x for x in sub if x['dataset'] == r['dataset'] and
-                   x['method'] == 'full'), None)
-      rows.append(dict(r, pretrain_epochs=n, pretrain_steps=steps,
-                       share=(float(np.mean(r['ndcg10']) /
-                                    np.mean(full['ndcg10'])) if full
-                              else None)))
+      rows.append(dict(r, pretrain_epochs=n, pretrain_steps=steps))
   ARG[0] = base
   return rows, pretrain_length_markdown(rows)
 
@@ -161,9 +192,8 @@ def pretrain_length_markdown(rows) -> str:
         f'{"/".join(map(str, sorted(set(r["pretrain_steps"])))) or "–"} | '
         f'{r["method"]} | {r["seeds"]} | '
         f'{mean_std(r["init_valid"]) if r.get("init_valid") else "–"} | '
-        f'{mean_std(r["ndcg10"])} | '
-        + (f'{100 * r["share"]:.1f}%' if r['share'] is not None else '–')
-        + f' | {100 * r["trainable"] / r["total"]:.2f}% | {r["hardware"]} |')
+        f'{mean_std(r["ndcg10"])} | {_share_cell(r)} | '
+        f'{100 * r["trainable"] / r["total"]:.2f}% | {r["hardware"]} |')
   return '\n'.join(lines)
 
 

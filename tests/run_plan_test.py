@@ -375,3 +375,27 @@ def test_pretrain_length_table_shows_the_score_before_fine_tuning():
   assert lines[3].startswith('| beauty | 100 | 90 | full | 1 | – |')
   assert lines[4] == ('| beauty | 100 | 90 | lora | 1 | 0.0617 ± 0.0007 | '
                       '0.0450 | 90.0% | 5.00% | cpu |')
+
+
+def test_methods_table_compares_the_seeds_both_methods_finished():
+  """'vs full' pairs seeds: a LoRA seed finished without its full
+  fine-tune would otherwise be divided by other seeds' full scores."""
+  import finetuning  # pylint: disable=g-import-not-at-top
+  common_fields = dict(dataset='beauty', total=1000, minutes=2.0,
+                       peak_mb=100.0, peak_device_mb=None, hardware='cpu')
+  full = dict(common_fields, method='full', seeds=2, seed_list=[0, 1],
+              ndcg10=[0.05, 0.06], trainable=1000, init_valid=[0.04, 0.05])
+  lora = dict(common_fields, method='lora', seeds=2, seed_list=[1, 2],
+              ndcg10=[0.054, 0.07], trainable=45, init_valid=[0.05, 0.052])
+  assert finetuning.share_of(lora, full) == (pytest.approx(0.9), [1])
+  assert finetuning.share_of(full, full) == (pytest.approx(1.0), [0, 1])
+  assert finetuning.share_of(lora, None) == (None, [])
+  for r in (full, lora):
+    r['share'], r['share_seeds'] = finetuning.share_of(r, full)
+  lines = finetuning.methods_markdown([full, lora]).splitlines()
+  assert lines[2].startswith(
+      '| beauty | full | 2 | 0.0450 ± 0.0071 | 0.0550 ± 0.0071 | 100.0% | '
+      '1,000 | 100.00% |')
+  assert lines[3].startswith(
+      '| beauty | lora | 2 | 0.0510 ± 0.0014 | 0.0620 ± 0.0113 | '
+      '90.0% (seed 1) | 45 | 4.50% | 2.0 | 100 | – | cpu |')
