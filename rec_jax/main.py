@@ -44,8 +44,8 @@ flags.mark_flags_as_required(['config', 'workdir'])
 
 
 pretraining = evaluate.pretraining
-_HELD_LOCKS = []  # open lock files of the workdirs this process runs in.
 run_eval = evaluate.run_eval
+_HELD_LOCKS = []  # open lock files of the workdirs this process runs in.
 
 
 def init_path(config, workdir: str):
