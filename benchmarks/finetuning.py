@@ -277,12 +277,10 @@ def paired_ratio(p, s) -> str:
   """Mean pretrained / mean scratch NDCG@10 over the seeds both have (a
   seed finished on one side only would skew the ratio); names those seeds
   when they are not all of either side's."""
-  both = sorted(set(p['seed_list']) & set(s['seed_list']))
-  if not both:
+  ratio, both = share_of(p, s)
+  if ratio is None:
     return '–'
-  pick = lambda r: np.mean([v for seed, v in zip(r['seed_list'], r['ndcg10'])
-                            if seed in both])
-  out = f'{pick(p) / pick(s):.2f}x'
+  out = f'{ratio:.2f}x'
   if len(both) < max(len(p['seed_list']), len(s['seed_list'])):
     out += f' (seed{"s" if len(both) > 1 else ""} {",".join(map(str, both))})'
   return out

@@ -399,3 +399,15 @@ def test_methods_table_compares_the_seeds_both_methods_finished():
   assert lines[3].startswith(
       '| beauty | lora | 2 | 0.0510 ± 0.0014 | 0.0620 ± 0.0113 | '
       '90.0% (seed 1) | 45 | 4.50% | 2.0 | 100 | – | cpu |')
+
+
+def test_label_fraction_ratio_pairs_seeds_and_names_them():
+  import finetuning  # pylint: disable=g-import-not-at-top
+  pre = dict(seed_list=[0], ndcg10=[0.0566])
+  scratch = dict(seed_list=[0, 1], ndcg10=[0.0564, 0.0568])
+  assert finetuning.paired_ratio(pre, scratch) == '1.00x (seed 0)'
+  pre = dict(seed_list=[0, 1], ndcg10=[0.03, 0.02])
+  scratch = dict(seed_list=[0, 1], ndcg10=[0.02, 0.02])
+  assert finetuning.paired_ratio(pre, scratch) == '1.25x'
+  assert finetuning.paired_ratio(pre, dict(seed_list=[2], ndcg10=[1.0])) == (
+      '–')
