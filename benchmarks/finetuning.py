@@ -110,14 +110,17 @@ def share_of(row, full):
   only cannot skew the share; (None, []) without a full row."""
   if full is None:
     return None, []
-  both = [s for s in row.get('seed_list', range(len(row['ndcg10'])))
-          if s in full.get('seed_list', range(len(full['ndcg10'])))]
+  both = [s for s in row['seed_list'] if s in full['seed_list']]
   if not both:
     return None, []
-  pick = lambda r: np.mean([v for seed, v in zip(
-      r.get('seed_list', range(len(r['ndcg10']))), r['ndcg10'])
+  pick = lambda r: np.mean([v for seed, v in zip(r['seed_list'], r['ndcg10'])
                             if seed in both])
   return float(pick(row) / pick(full)), both
+
+
+def _seeds_used(seeds) -> str:
+  """' (seed 1)' / ' (seeds 0,2)': which seeds a paired figure rests on."""
+  return f' (seed{"s" if len(seeds) > 1 else ""} {",".join(map(str, seeds))})'
 
 
 def _share_cell(r) -> str:
@@ -126,7 +129,7 @@ def _share_cell(r) -> str:
   out = f'{100 * r["share"]:.1f}%'
   seeds = r.get('share_seeds', [])
   if seeds and len(seeds) < r['seeds']:
-    out += f' (seed{"s" if len(seeds) > 1 else ""} {",".join(map(str, seeds))})'
+    out += _seeds_used(seeds)
   return out
 
 
@@ -282,7 +285,7 @@ def paired_ratio(p, s) -> str:
     return '–'
   out = f'{ratio:.2f}x'
   if len(both) < max(len(p['seed_list']), len(s['seed_list'])):
-    out += f' (seed{"s" if len(both) > 1 else ""} {",".join(map(str, both))})'
+    out += _seeds_used(both)
   return out
 
 
