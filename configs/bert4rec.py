@@ -14,6 +14,11 @@ Measured 2026-11-28 on a shared 2-core CPU (benchmarks/results/baselines.md,
 full ranking, history excluded:
   lastfm, 3 seeds: NDCG@10 0.0254 ± 0.0033, HR@10 0.0456 ± 0.0069
     (~22 epochs, 8 s each).
+  beauty, seed 0 (2026-12-01): NDCG@10 0.0323, HR@10 0.0614 (70 epochs,
+    62 min).
+  ml-1m, seed 0 (2026-12-02): NDCG@10 0.1282, HR@10 0.2397 (60 epochs,
+    about 2 min each; SASRec on the same split: 0.1365).
+Archived runs: benchmarks/results/runs/baselines/bert4rec_*.
 """
 
 from rec_jax import config_lib
