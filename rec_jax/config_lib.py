@@ -183,6 +183,12 @@ def finetune_config(*, objective: str = 'causal', loss: str = 'ce',
       # at once). With mesh.model > 1 the CE is sharded over the catalog.
       micro_batches=1,
       ce_chunk_size=0,
+      # Regularisers of the causal next-item objective (0 = off):
+      # input_mask_prob hides that fraction of input items behind [MASK]
+      # (targets unchanged); label_smoothing spreads that share of each
+      # target's probability evenly over the catalog.
+      input_mask_prob=0.0,
+      label_smoothing=0.0,
   ))
 
 

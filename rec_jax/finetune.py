@@ -82,7 +82,16 @@ def train_step(state, batch, key, *, graphdef, tx, cfg, num_items: int,
     hide &= batch['segment_ids'] > 0
     targets = jnp.where(hide, inputs, 0)
     inputs = jnp.where(hide, num_items + 1, inputs)
+  elif cfg.get('input_mask_prob', 0.0):
+    # Item dropout: hide inputs behind [MASK], keep every target.
+    hide = jax.random.bernoulli(k_mask, cfg.input_mask_prob, inputs.shape)
+    hide &= batch['segment_ids'] > 0
+    inputs = jnp.where(hide, num_items + 1, inputs)
   batch = dict(batch, inputs=inputs, targets=targets)
+  smoothing = cfg.get('label_smoothing', 0.0)
+  if smoothing and cfg.loss != 'ce':
+    raise ValueError(f'finetune.label_smoothing={smoothing} needs '
+                     f"finetune.loss='ce', not {cfg.loss!r}")
   ce_chunk = cfg.get('ce_chunk_size', 0)
   sharded_ce = mesh is not None and mesh.shape.get('model', 1) > 1
 
@@ -99,12 +108,18 @@ def train_step(state, batch, key, *, graphdef, tx, cfg, num_items: int,
                                mb.get('history_count'))
       w = (targets > 0).astype(jnp.float32)
       return jnp.sum(jnp.square(pred - mb['values']) * w), jnp.sum(w)
-    if cfg.loss == 'ce' and (sharded_ce or ce_chunk):
-      return losses.softmax_ce(hidden, targets, table, num_items,
-                               mesh=mesh if sharded_ce else None,
-                               chunk_size=ce_chunk)
     if cfg.loss == 'ce':
-      return losses.full_softmax_ce(hidden, targets, table, num_items)
+      if sharded_ce or ce_chunk:
+        total, count = losses.softmax_ce(
+            hidden, targets, table, num_items,
+            mesh=mesh if sharded_ce else None, chunk_size=ce_chunk)
+      else:
+        total, count = losses.full_softmax_ce(hidden, targets, table,
+                                              num_items)
+      if smoothing:
+        total += smoothing * losses.smoothing_term(hidden, targets, table,
+                                                   num_items)
+      return total, count
     if cfg.loss == 'bce':
       return losses.sampled_bce(hidden, targets, table, num_items, k_loss,
                                 cfg.num_negatives, log_q)

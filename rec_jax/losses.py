@@ -33,6 +33,27 @@ def full_softmax_ce(hidden, targets, table, num_items: int):
   return jnp.sum(loss), jnp.sum(weight)
 
 
+def smoothing_term(hidden, targets, table, num_items: int):
+  """What label smoothing eps adds to the summed CE, divided by eps.
+
+  Smoothing mixes each one-hot target with the uniform distribution over
+  the catalog: (1 - eps) (lse - s_t) + eps (lse - mean_v s_v) = CE
+  + eps (s_t - mean_v s_v). The mean logit over items v = 1..num_items is
+  h . mean_v e_v, so no [N, V] block is needed (it works under any CE
+  implementation: full, chunked or sharded over the catalog).
+
+  Returns:
+    sum over targets (id > 0) of (target logit - mean item logit).
+  """
+  rows = jnp.arange(table.shape[0])
+  is_item = ((rows >= 1) & (rows <= num_items)).astype(jnp.float32)
+  mean_row = (is_item @ table.astype(jnp.float32)) / num_items      # [D]
+  h = hidden.astype(jnp.float32)
+  target_rows = jnp.take(table, targets, axis=0).astype(jnp.float32)
+  gap = jnp.sum(h * (target_rows - mean_row), -1)
+  return jnp.sum(jnp.where(targets > 0, gap, 0.0))
+
+
 _NEG = -1e30  # a finite "minus infinity": no NaN in gradients of masked rows.
 
 

@@ -34,6 +34,27 @@ def test_full_softmax_ce_matches_numpy():
   assert float(total) == pytest.approx(sum(expect), rel=1e-5)
 
 
+def test_label_smoothing_term_gives_the_smoothed_cross_entropy():
+  hidden, table, targets = _setup(seed=3)
+  num_items, eps = 5, 0.1
+  ce, _ = losses.full_softmax_ce(jnp.asarray(hidden), jnp.asarray(targets),
+                                 jnp.asarray(table), num_items)
+  term = losses.smoothing_term(jnp.asarray(hidden), jnp.asarray(targets),
+                               jnp.asarray(table), num_items)
+  expect = 0.0
+  for b in range(2):
+    for t in range(3):
+      if targets[b, t] == 0:
+        continue
+      logits = table[1:num_items + 1] @ hidden[b, t]
+      logp = logits - (np.log(np.exp(logits - logits.max()).sum())
+                       + logits.max())
+      q = np.full(num_items, eps / num_items)      # smoothed target
+      q[targets[b, t] - 1] += 1 - eps
+      expect -= (q * logp).sum()
+  assert float(ce + eps * term) == pytest.approx(expect, rel=1e-5)
+
+
 def test_sampled_bce_hand_value():
   # One target, table rows chosen so that the logits are known.
   hidden = jnp.array([[[1.0, 0.0]]])
