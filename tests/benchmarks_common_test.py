@@ -97,3 +97,27 @@ def test_rewritten_table_keeps_its_hand_notes(tmp_path):
   # New text with notes of its own replaces the old ones.
   common.write_markdown(path, '# t\n\nNotes: fresh.\n')
   assert common.hand_notes(path) == 'Notes: fresh.\n'
+
+
+def test_variants_table_pairs_seeds_with_default():
+  import variants  # pylint: disable=g-import-not-at-top
+
+  def res(valid, test):
+    return {'valid': {'ndcg@10': valid}, 'test': {'ndcg@10': test,
+                                                  'hr@10': 0.1},
+            'best_epoch': 10, 'seconds_per_epoch': 30.0}
+
+  base = {0: res(0.070, 0.056), 1: res(0.072, 0.058)}
+  runs = {1: res(0.0756, 0.0551), 2: res(0.5, 0.5)}
+  # Only seed 1 is in both: +5.0% on valid, -5.0% on test.
+  valid = lambda r: r['valid']['ndcg@10']
+  assert variants.paired_change(runs, base, valid) == '+5.0% (seeds 1)'
+  assert variants.paired_change({3: res(1, 1)}, base, valid) == '–'
+  cells = [c.strip() for c in variants.row('beauty', 'd128', runs,
+                                           base).strip('|').split('|')]
+  assert cells[:4] == ['beauty', 'd128',
+                       'model.embed_dim=128 model.mlp_dim=512', '2']
+  assert cells[8:10] == ['+5.0% (seeds 1)', '-5.0% (seeds 1)']
+  assert len(cells) == variants.HEADER.splitlines()[0].count('|') - 1
+  with pytest.raises(SystemExit, match='unknown variant'):
+    variants.run('d100', 'beauty', 0, None)
