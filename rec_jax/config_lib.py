@@ -107,6 +107,7 @@ def model_config(*, causal: bool, max_len: int = 50, embed_dim: int = 64,
       num_layers=num_layers, num_heads=num_heads, mlp_dim=mlp_dim,
       dropout_rate=dropout_rate,
       attention_dropout_rate=attention_dropout_rate,
+      positions='absolute',  # absolute | none | relative (models.sequence).
       vocab_multiple=128,  # item table rows split evenly over `model`.
       dtype='float32',     # compute dtype ('bfloat16': mixed precision;
                            # parameters and optimizer state stay float32).

@@ -13,16 +13,66 @@ from rec_jax import sharding
 from rec_jax.models import sequence
 
 
-def _config(causal=True):
+def _config(causal=True, positions='absolute'):
   cfg = config_lib.ml_collections.ConfigDict()
   cfg.model = config_lib.model_config(causal=causal, max_len=8, embed_dim=16,
                                       num_layers=2, num_heads=2, mlp_dim=32)
+  cfg.model.positions = positions
   cfg.axis_rules = config_lib.axis_rules()
   return cfg
 
 
-def _model(causal=True, num_items=30):
-  return sequence.build(_config(causal).model, num_items, rngs=nnx.Rngs(0))
+def _model(causal=True, num_items=30, positions='absolute'):
+  return sequence.build(_config(causal, positions).model, num_items,
+                        rngs=nnx.Rngs(0))
+
+
+def _randomise(model, name, seed=1):
+  """Gives a zero-initialised parameter random values (a trained one)."""
+  p = getattr(model.encoder, name)
+  p[...] = jax.random.normal(jax.random.key(seed), p.shape)
+
+
+@pytest.mark.parametrize('positions', ['none', 'relative'])
+def test_relative_and_no_positions_ignore_where_a_sequence_sits(positions):
+  """With relative (or no) positions, a sequence's outputs are the same
+  wherever it sits in the window, as every prediction sees at evaluation;
+  with absolute positions they are not. The relative bias takes part."""
+  model = _model(positions=positions)
+  if positions == 'relative':
+    _randomise(model, 'rel_bias')
+  items = jnp.array([[3, 4, 5, 9, 0, 0, 0, 0]])
+  seg = (items > 0).astype(jnp.int32)
+  h_start = model.encoder(items, jnp.arange(8)[None], seg)
+  h_end = model.encoder(items, jnp.arange(8)[None] + 4, seg)
+  np.testing.assert_allclose(h_start[0, :4], h_end[0, :4], atol=1e-5)
+  absolute = _model()
+  assert not np.allclose(
+      absolute.encoder(items, jnp.arange(8)[None], seg)[0, :4],
+      absolute.encoder(items, jnp.arange(8)[None] + 4, seg)[0, :4])
+  if positions == 'relative':  # the bias changes the outputs.
+    plain = _model(positions='none')
+    assert not np.allclose(h_start[0, :4], plain.encoder(
+        items, jnp.arange(8)[None], seg)[0, :4])
+  else:
+    assert not hasattr(model.encoder, 'pos_embed')
+  with pytest.raises(ValueError, match='model.positions'):
+    _model(positions='rotary')
+
+
+@pytest.mark.parametrize('causal', [True, False])
+def test_relative_positions_keep_packing_exact(causal):
+  model = _model(causal=causal, positions='relative')
+  _randomise(model, 'rel_bias')
+  packed = jnp.array([[3, 4, 5, 9, 10, 11, 12, 0]])
+  seg = jnp.array([[1, 1, 1, 2, 2, 2, 2, 0]])
+  pos = jnp.array([[5, 6, 7, 4, 5, 6, 7, 0]])
+  h = model.encoder(packed, pos, seg)
+  alone = jnp.array([[0, 0, 0, 0, 0, 3, 4, 5], [0, 0, 0, 0, 9, 10, 11, 12]])
+  h_alone = model.encoder(alone, jnp.arange(8)[None].repeat(2, 0),
+                          (alone > 0).astype(jnp.int32))
+  np.testing.assert_allclose(h[0, :3], h_alone[0, 5:], atol=1e-5)
+  np.testing.assert_allclose(h[0, 3:7], h_alone[1, 4:], atol=1e-5)
 
 
 def test_shapes_and_vocab_padding():

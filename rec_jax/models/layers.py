@@ -124,8 +124,10 @@ class Attention(nnx.Module):
       w = w + self.lora_scale * jnp.tensordot(a, b, axes=1)
     return w
 
-  def __call__(self, x, mask, *, dropout_rate: float = 0.0, key=None):
-    # x: [B, L, D]; mask: [B, 1, L, L] True where a query may attend a key.
+  def __call__(self, x, mask, *, dropout_rate: float = 0.0, key=None,
+               bias=None):
+    # x: [B, L, D]; mask: [B, 1, L, L] True where a query may attend a key;
+    # bias: optional [B, H, L, L] added to the attention logits.
     dtype = x.dtype
     q = jnp.einsum('bld,dhk->blhk', x, self.weight('query').astype(dtype))
     k = jnp.einsum('bld,dhk->blhk', x, self.weight('key').astype(dtype))
@@ -145,8 +147,12 @@ class Attention(nnx.Module):
       real = mask.any(-1, keepdims=True)
       mask = jnp.concatenate([jnp.broadcast_to(
           real, mask.shape[:-1] + (pk.shape[1],)), mask], axis=-1)
+      if bias is not None:  # the prefix has no position: no bias.
+        bias = jnp.pad(bias, ((0, 0), (0, 0), (0, 0), (pk.shape[1], 0)))
     scale = q.shape[-1] ** -0.5
     logits = jnp.einsum('bqhk,bshk->bhqs', q * scale, k).astype(jnp.float32)
+    if bias is not None:
+      logits = logits + bias.astype(jnp.float32)
     # A finite fill keeps fully masked (padding) query rows NaN-free.
     logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(logits, axis=-1).astype(dtype)
@@ -214,10 +220,10 @@ class Block(nnx.Module):
       self.adapter_mlp = Adapter(dim, peft.adapter_dim, rngs=rngs)
 
   def __call__(self, x, mask, *, dropout_rate: float = 0.0,
-               attention_dropout_rate: float = 0.0, key=None):
+               attention_dropout_rate: float = 0.0, key=None, bias=None):
     k1, k2, k3, k4 = split_key(key, 4)
     h = self.attn(self.attn_norm(x), mask,
-                  dropout_rate=attention_dropout_rate, key=k1)
+                  dropout_rate=attention_dropout_rate, key=k1, bias=bias)
     if hasattr(self, 'adapter_attn'):
       h = self.adapter_attn(h)
     x = x + dropout(h, dropout_rate, k2)

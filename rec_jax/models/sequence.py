@@ -17,6 +17,13 @@ from rec_jax import text_encoder
 from rec_jax.models import layers
 
 
+# How the encoder sees order: learned absolute position embeddings added to
+# the inputs (SASRec / BERT4Rec), none (causal attention alone orders the
+# items), or relative: a learned per-head attention bias by query-key
+# distance, the same for a query wherever its sequence sits in the window.
+POSITIONS = ('absolute', 'none', 'relative')
+
+
 def vocab_size(num_items: int, multiple: int) -> int:
   """Rows of the item table: pad, items, mask, rounded up to `multiple`."""
   n = num_items + 2
@@ -104,8 +111,12 @@ class SequenceEncoder(nnx.Module):
                lora_table_rank: int = 0, lora_table_init: float = 0.02,
                text_mode: str = 'transductive', text_experts: int = 4,
                text_tune_layers: int = 0, text_config: dict | None = None,
-               text_max_tokens: int = 0,
+               text_max_tokens: int = 0, positions: str = 'absolute',
                peft: layers.Peft = layers.NO_PEFT, rngs: nnx.Rngs):
+    if positions not in POSITIONS:
+      raise ValueError(f'model.positions={positions!r}: expected one of '
+                       f'{POSITIONS}')
+    self.positions = positions
     self.num_items = num_items
     self.max_len = max_len
     self.causal = causal
@@ -116,8 +127,15 @@ class SequenceEncoder(nnx.Module):
     self.item_embed = layers.param(
         rngs.params(), (vocab_size(num_items, vocab_multiple), embed_dim),
         ('vocab', 'embed'))
-    self.pos_embed = layers.param(rngs.params(), (max_len, embed_dim),
-                                  ('seq', 'embed'))
+    if positions == 'absolute':
+      self.pos_embed = layers.param(rngs.params(), (max_len, embed_dim),
+                                    ('seq', 'embed'))
+    elif positions == 'relative':
+      # One learned attention bias per head and query-key distance
+      # (-(max_len - 1) .. max_len - 1), shared by the blocks.
+      self.rel_bias = layers.param(None, (num_heads, 2 * max_len - 1),
+                                   ('heads', None),
+                                   nnx.initializers.zeros_init())
     if lora_table_rank:
       # LoRA on the item table: E + s * A B with A [V, r] (zero at start)
       # and B [r, D]: every item can move, at r parameters per item.
@@ -169,20 +187,28 @@ class SequenceEncoder(nnx.Module):
     keys = layers.split_key(key, len(self.blocks) + 1)
     table = self.item_table().astype(self.dtype)
     x = jnp.take(table, items, axis=0)
-    x = x + jnp.take(self.pos_embed[...].astype(self.dtype), positions, axis=0)
+    bias = None
+    if self.positions == 'absolute':
+      x = x + jnp.take(self.pos_embed[...].astype(self.dtype), positions,
+                       axis=0)
+    elif self.positions == 'relative':
+      dist = positions[:, :, None] - positions[:, None, :] + self.max_len - 1
+      bias = jnp.moveaxis(self.rel_bias[...][:, jnp.clip(
+          dist, 0, 2 * self.max_len - 2)], 0, 1)          # [B, H, L, L]
     x = layers.dropout(self.embed_norm(x), self.dropout_rate, keys[0])
     x = x * (segment_ids != 0)[..., None].astype(x.dtype)
     mask = layers.attention_mask(
         segment_ids, causal=self.causal if causal is None else causal)
     outs = [x]
-    def run(block, x, mask, k):
+    def run(block, x, mask, k, bias):
       return block(x, mask, dropout_rate=self.dropout_rate,
-                   attention_dropout_rate=self.attention_dropout_rate, key=k)
+                   attention_dropout_rate=self.attention_dropout_rate, key=k,
+                   bias=bias)
 
     if self.remat:
       run = nnx.remat(run)
     for block, k in zip(self.blocks, keys[1:]):
-      x = run(block, x, mask, k)
+      x = run(block, x, mask, k, bias)
       outs.append(x)
     x = self.final_norm(x)
     outs[-1] = x
@@ -367,6 +393,7 @@ def encoder_kwargs(model_cfg, num_items: int) -> dict:
       lora_table_init=model_cfg.get('lora_table_init', 0.02),
       text_mode=model_cfg.get('text_mode', 'transductive'),
       text_experts=model_cfg.get('text_experts', 4),
+      positions=model_cfg.get('positions', 'absolute'),
       **text_tuning_kwargs(model_cfg),
       peft=layers.Peft(
           lora_rank=model_cfg.get('lora_rank', 0),
