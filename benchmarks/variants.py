@@ -40,6 +40,8 @@ VARIANTS = {
     'input_mask0.2': ('finetune.input_mask_prob=0.2',),
     'smooth0.1': ('finetune.label_smoothing=0.1',),
     'smooth0.2': ('finetune.label_smoothing=0.2',),
+    'pos_none': ('model.positions=none',),
+    'pos_relative': ('model.positions=relative',),
 }
 
 
