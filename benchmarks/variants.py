@@ -42,6 +42,9 @@ VARIANTS = {
     'smooth0.2': ('finetune.label_smoothing=0.2',),
     'pos_none': ('model.positions=none',),
     'pos_relative': ('model.positions=relative',),
+    # Joint (multi-task) sequence-level objectives, 128 users a step.
+    'joint_cl0.1': ('finetune.aux.objectives.contrastive=0.1',),
+    'joint_duorec0.1': ('finetune.aux.objectives.duorec=0.1',),
 }
 
 

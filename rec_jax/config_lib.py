@@ -190,6 +190,24 @@ def finetune_config(*, objective: str = 'causal', loss: str = 'ce',
       # target's probability evenly over the catalog.
       input_mask_prob=0.0,
       label_smoothing=0.0,
+      # Sequence-level objectives trained jointly with the next-item loss
+      # (CL4SRec / DuoRec style multi-task training; all 0 = off).
+      aux=aux_config(),
+  ))
+
+
+def aux_config(*, batch_size: int = 128, temperature: float = 1.0,
+               ops: str = 'crop,mask,reorder'):
+  """Joint objectives of the fine-tune: each step adds the weighted
+  rec_jax.objectives losses (contrastive, duorec) of `batch_size` users,
+  one per row, newest window, to the next-item loss."""
+  return ml_collections.ConfigDict(dict(
+      objectives=dict(contrastive=0.0, duorec=0.0),
+      batch_size=batch_size,
+      temperature=temperature, similarity='dot', negatives='global',
+      mask_prob=0.2,
+      augment=dict(ops=ops, crop_eta=0.6, mask_gamma=0.3, reorder_beta=0.6,
+                   correlated_alpha=0.3, num_correlated=8),
   ))
 
 

@@ -23,12 +23,14 @@ from rec_jax import bridge
 from rec_jax import checkpoints
 from rec_jax import evaluate
 from rec_jax import losses
+from rec_jax import objectives
 from rec_jax import optimizers
 from rec_jax import peft
 from rec_jax import sharding
 from rec_jax import tasks
 from rec_jax import trainer
 from rec_jax import writers
+from rec_jax.data import augment
 from rec_jax.data import pipeline
 from rec_jax.models import sequence
 
@@ -64,9 +66,52 @@ def fresh_state(config, num_items: int, mesh, tx, seed: int = 0):
 # ----------------------------------------------------------------- step ----
 
 
+def aux_weights(cfg) -> dict[str, float]:
+  """{objective: weight} of the joint sequence-level objectives that are
+  on (finetune.aux.objectives); {} when none."""
+  aux = cfg.get('aux')
+  if aux is None:
+    return {}
+  unknown = sorted(set(aux.objectives) - {'contrastive', 'duorec'})
+  if unknown:
+    raise ValueError(f'finetune.aux.objectives: unknown {unknown}; joint '
+                     "objectives are 'contrastive' and 'duorec'")
+  return {k: float(v) for k, v in aux.objectives.items() if float(v)}
+
+
+def aux_context(config, ds, split, vocab: int, mesh):
+  """objectives.Context of the joint objectives (None when off)."""
+  cfg = config.finetune
+  weights = aux_weights(cfg)
+  if not weights:
+    return None
+  similar = None
+  ops = [o for o in cfg.aux.augment.ops.split(',') if o]
+  if 'contrastive' in weights and {'substitute', 'insert'} & set(ops):
+    similar = np.asarray(augment.item_correlations(
+        split.train, ds.num_items, vocab, k=cfg.aux.augment.num_correlated))
+  return objectives.Context(
+      num_items=ds.num_items, causal=config.model.causal, cfg=cfg.aux,
+      similar=similar, num_groups=sharding.data_parallel_size(mesh))
+
+
+def _aux_batch(batch):
+  """The user-per-row part of a JointStream batch, as the objectives
+  take it."""
+  out = {}
+  for k, v in batch.items():
+    if k.startswith('aux_'):
+      out[k[4:]] = v[:, 0] if k.endswith('lengths') else v
+  return out
+
+
 def train_step(state, batch, key, *, graphdef, tx, cfg, num_items: int,
-               log_q, rating_mean: float = 0.0, mesh=None):
+               log_q, rating_mean: float = 0.0, mesh=None, aux_ctx=None):
   """One optimizer step. Returns (state, scalar metrics).
+
+  With joint objectives (`aux_ctx`, finetune.aux) the step adds their
+  weighted losses over the batch's `aux_` rows (one user per row) to the
+  next-item loss, and their gradients to its gradients.
 
   With `cfg.micro_batches` = n > 1 the batch's rows are processed n at a
   time (gradient accumulation: the activations of one micro-batch live at
@@ -75,6 +120,8 @@ def train_step(state, batch, key, *, graphdef, tx, cfg, num_items: int,
   """
   key = jax.random.fold_in(key, state['step'])
   k_drop, k_mask, k_loss = jax.random.split(key, 3)
+  aux_batch = _aux_batch(batch)
+  batch = {k: v for k, v in batch.items() if not k.startswith('aux_')}
   inputs, targets = batch['inputs'], batch['targets']
   if cfg.objective == 'cloze':
     # Hide a random subset of real positions behind [MASK]; predict them.
@@ -152,21 +199,38 @@ def train_step(state, batch, key, *, graphdef, tx, cfg, num_items: int,
   denom = jnp.maximum(count, 1.0)
   loss = total / denom
   grads = jax.tree.map(lambda g: g / denom, grads)
+  metrics = {}
+  if aux_ctx is not None:
+    weights = aux_weights(cfg)
+
+    def aux_loss(params):
+      model = nnx.merge(graphdef, params)
+      return objectives.total_loss(model, aux_batch,
+                                   jax.random.fold_in(k_loss, 1), aux_ctx,
+                                   weights)
+
+    (extra, metrics), aux_grads = jax.value_and_grad(
+        aux_loss, has_aux=True)(state['params'])
+    metrics = {k.replace('train/', 'train/aux_'): v
+               for k, v in metrics.items()}
+    metrics['train/next_item_loss'] = loss
+    loss = loss + extra
+    grads = jax.tree.map(jnp.add, grads, aux_grads)
   updates, opt_state = tx.update(grads, state['opt_state'], state['params'])
   params = optax.apply_updates(state['params'], updates)
   new_state = dict(step=state['step'] + 1, params=params, opt_state=opt_state)
   return new_state, {'train/loss': loss, 'train/targets': count,
                      'train/grad_norm': optax.tree.norm(grads),
-                     'train/param_norm': optax.tree.norm(params)}
+                     'train/param_norm': optax.tree.norm(params), **metrics}
 
 
 def jit_train_step(cfg, graphdef, tx, state_sh, mesh, num_items, log_q=None,
-                   rating_mean: float = 0.0):
+                   rating_mean: float = 0.0, aux_ctx=None):
   """train_step jitted once with explicit in/out shardings."""
   return jax.jit(
       functools.partial(train_step, graphdef=graphdef, tx=tx, cfg=cfg,
                         num_items=num_items, log_q=log_q,
-                        rating_mean=rating_mean, mesh=mesh),
+                        rating_mean=rating_mean, mesh=mesh, aux_ctx=aux_ctx),
       in_shardings=(state_sh, sharding.batch_sharding(mesh),
                     sharding.replicated(mesh)),
       out_shardings=(state_sh, sharding.replicated(mesh)),
@@ -277,6 +341,20 @@ def run(config, workdir: str, init_from: str | None = None) -> dict:
   stream = pipeline.TrainStream(
       segments, batch_size=cfg.batch_size, max_len=max_len, seed=config.seed,
       row_slice=sharding.process_rows(cfg.batch_size))
+  joint = aux_weights(cfg)
+  if joint:
+    if task != 'next' or cfg.objective != 'causal':
+      raise ValueError(f'finetune.aux.objectives {joint} train with the '
+                       "causal next-item task only (finetune.objective="
+                       f"{cfg.objective!r}, task={task!r})")
+    sharding.check_batch(cfg.aux.batch_size, mesh, 'finetune.aux.batch_size')
+    stream = pipeline.JointStream(stream, pipeline.UserStream(
+        train, batch_size=cfg.aux.batch_size, max_len=max_len,
+        seed=config.seed + 2, row_slice=sharding.process_rows(
+            cfg.aux.batch_size),
+        random_prefix=False, partners='duorec' in joint))
+    logging.info('Joint objectives %s over %d users a step.', joint,
+                 cfg.aux.batch_size)
   steps_per_epoch = stream.steps_in_epoch(0)
   total_steps = steps_per_epoch * cfg.num_epochs
   logging.info('%d training targets in %d segments; ~%d steps per epoch.',
@@ -340,8 +418,10 @@ def run(config, workdir: str, init_from: str | None = None) -> dict:
               encoding='utf-8') as f:
       f.write(config.to_json_best_effort(indent=2, sort_keys=True))
 
+  aux_ctx = aux_context(config, ds, split, abs_params['encoder'][
+      'item_embed'].shape[0], mesh)
   step_fn = jit_train_step(cfg, graphdef, tx, state_sh, mesh, ds.num_items,
-                           log_q, rating_mean)
+                           log_q, rating_mean, aux_ctx)
   key = sharding.put_replicated(mesh, jax.random.key(config.seed))
   evaluator = evaluate.Evaluator(
       graphdef=graphdef, mesh=mesh, max_len=max_len,

@@ -93,6 +93,53 @@ def test_input_masking_and_label_smoothing_change_only_the_loss():
                             ds.num_items)(state, batch, key)
 
 
+def test_joint_objectives_add_their_loss_and_gradients():
+  """finetune.aux: the step's loss is the next-item loss plus the weighted
+  sequence-level losses over the batch's aux rows, and falls."""
+  config = smoke_config()
+  config.finetune.aux.objectives.contrastive = 0.5
+  config.finetune.aux.objectives.duorec = 0.25
+  config.finetune.aux.batch_size = 8
+  ds, split = finetune.load_data(config)
+  mesh = sharding.make_mesh(config.mesh)
+  tx = optax.adam(1e-2)
+  seg = pipeline.make_segments(split.train, config.model.max_len, shift=True)
+  stream = pipeline.JointStream(
+      pipeline.TrainStream(seg, batch_size=8, max_len=config.model.max_len,
+                           seed=0),
+      pipeline.UserStream(split.train, batch_size=8,
+                          max_len=config.model.max_len, seed=2,
+                          random_prefix=False, partners=True))
+  batch = sharding.host_to_global(mesh, stream.batch(0, 0))
+  key = jax.device_put(jax.random.key(0), sharding.replicated(mesh))
+  graphdef, abs_params, state, state_sh = finetune.fresh_state(
+      config, ds.num_items, mesh, tx)
+  ctx = finetune.aux_context(config, ds, split,
+                             abs_params['encoder']['item_embed'].shape[0],
+                             mesh)
+  step = finetune.jit_train_step(config.finetune, graphdef, tx, state_sh,
+                                 mesh, ds.num_items, aux_ctx=ctx)
+  state, m = step(state, batch, key)
+  expect = (m['train/next_item_loss'] + 0.5 * m['train/aux_contrastive']
+            + 0.25 * m['train/aux_duorec'])
+  assert float(m['train/loss']) == pytest.approx(float(expect), rel=1e-5)
+  first = float(m['train/loss'])
+  for _ in range(30):
+    state, m = step(state, batch, key)
+  assert float(m['train/loss']) < 0.8 * first
+  assert np.isfinite(float(m['train/aux_contrastive']))
+  config.finetune.aux.objectives = {'cloze': 1.0}
+  with pytest.raises(ValueError, match='finetune.aux.objectives'):
+    finetune.aux_weights(config.finetune)
+
+
+def test_joint_objectives_need_the_causal_next_item_task(tmp_path):
+  config = conftest.load_config('bert4rec', 'smoke')
+  config.finetune.aux.objectives.contrastive = 0.1
+  with pytest.raises(ValueError, match='causal next-item task only'):
+    finetune.run(config, str(tmp_path))
+
+
 def _run(tmp_path, name, config):
   workdir = os.path.join(tmp_path, name)
   return finetune.run(config, workdir), workdir

@@ -163,3 +163,34 @@ def test_user_stream_windows(random_prefix):
     assert len(ends[2]) > 5 and min(ends[2]) < 10
   else:
     assert all(ends[u] == {n} for u, n in enumerate(lengths))
+
+
+def test_joint_stream_pairs_packed_batches_with_user_rows():
+  rng = np.random.default_rng(0)
+  train = [rng.integers(1, 50, size=n).astype(np.int32)
+           for n in rng.integers(2, 30, size=40)]
+  seg = pipeline.make_segments(train, 16, shift=True)
+  packed = pipeline.TrainStream(seg, batch_size=4, max_len=16, seed=0)
+  users = pipeline.UserStream(train, batch_size=8, max_len=16, seed=2,
+                              random_prefix=False, partners=True)
+  joint = pipeline.JointStream(packed, users)
+  assert joint.steps_in_epoch(1) == packed.steps_in_epoch(1)
+  assert users.steps_in_epoch(1) < joint.steps_in_epoch(1)  # it cycles.
+  for index in (0, users.steps_in_epoch(1)):
+    b = joint.batch(1, index)
+    for k, v in packed.batch(1, index).items():
+      np.testing.assert_array_equal(b[k], v)
+    u = users.batch(1, index % users.steps_in_epoch(1))
+    np.testing.assert_array_equal(b['aux_items'], u['items'])
+    assert b['aux_lengths'].shape == (8, 1)
+    np.testing.assert_array_equal(b['aux_lengths'][:, 0], u['lengths'])
+    assert b['aux_partner_lengths'].shape == (8, 1)
+    # Every field is sharded over its first axis: 2-d at least.
+    assert min(v.ndim for v in b.values()) == 2
+  # A pure function of (epoch, index): a resumed run sees the same batch.
+  again = pipeline.JointStream(
+      pipeline.TrainStream(seg, batch_size=4, max_len=16, seed=0),
+      pipeline.UserStream(train, batch_size=8, max_len=16, seed=2,
+                          random_prefix=False, partners=True)).batch(1, 3)
+  for k, v in joint.batch(1, 3).items():
+    np.testing.assert_array_equal(again[k], v)

@@ -419,3 +419,27 @@ class UserStream:
         out['partner'][i, width - len(p):] = p
         out['partner_lengths'][i] = len(p)
     return out
+
+
+class JointStream:
+  """Packed next-item batches (a TrainStream) with a batch of one user per
+  row (a UserStream) under `aux_` keys, for objectives trained jointly
+  with the next-item loss. `aux_lengths` (and `aux_partner_lengths`) are
+  [rows, 1]: every batch field is sharded over its first axis as a 2-d
+  array. Epoch e of the packed stream draws from epoch e of the user
+  stream, cycled when it has fewer batches; a pure function of (epoch,
+  index), so a resumed run sees the batches it would have seen."""
+
+  def __init__(self, train: TrainStream, users: UserStream):
+    self.train = train
+    self.users = users
+
+  def steps_in_epoch(self, epoch: int) -> int:
+    return self.train.steps_in_epoch(epoch)
+
+  def batch(self, epoch: int, index: int) -> dict[str, np.ndarray]:
+    out = dict(self.train.batch(epoch, index))
+    aux = self.users.batch(epoch, index % self.users.steps_in_epoch(epoch))
+    for k, v in aux.items():
+      out[f'aux_{k}'] = v[:, None] if v.ndim == 1 else v
+    return out
