@@ -9,9 +9,9 @@ not.
 
 Each variant is `configs/sasrec.py:dataset=D,seed=S` plus the overrides in
 VARIANTS, in its own workdir `<workroot>/<variant>_<D>_s<S>` (re-running
-resumes or reuses). `default` is the unchanged recipe; where its runs
-predate the run archive, `--default_root` points at the workdirs that hold
-them (benchmarks/work/baselines by default; their config is checked).
+resumes or reuses). `default` is the unchanged recipe: a finished
+`<default_root>/sasrec_<D>_s<S>` (benchmarks/work/baselines or its archive;
+its config is checked) when there is one, else a run of its own.
 
 The table gives validation NDCG@10 (what a recipe search may look at),
 test NDCG@10 / HR@10, and the change of each against `default` over the
@@ -53,12 +53,10 @@ def run(variant, dataset, seed, args):
   if variant not in VARIANTS:
     raise SystemExit(f'unknown variant {variant!r}; known: '
                      f'{", ".join(VARIANTS)}')
-  if variant == 'default':
-    workdir = os.path.join(args.default_root, f'sasrec_{dataset}_s{seed}')
-    if common.finished_dir(workdir) is not None or args.default_root == (
-        args.workroot):
-      return baselines.run_one('sasrec', dataset, seed, args.default_root, (),
-                               args.only_finished)
+  if variant == 'default' and common.finished_dir(os.path.join(
+      args.default_root, f'sasrec_{dataset}_s{seed}')) is not None:
+    return baselines.run_one('sasrec', dataset, seed, args.default_root, (),
+                             only_finished=True)
   return baselines.run_one('sasrec', dataset, seed, args.workroot,
                            VARIANTS[variant], args.only_finished,
                            name=variant)
