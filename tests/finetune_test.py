@@ -153,6 +153,23 @@ def test_4x2_mesh_matches_one_device(tmp_path):
     assert mesh['best_valid'][k] == pytest.approx(v, abs=2e-3), k
 
 
+def test_joint_objectives_and_relative_positions_on_4x2_mesh(tmp_path):
+  """The whole stage with a joint contrastive objective (user rows
+  sharded over `data`) and relative positions (the bias split over
+  `model` by head) gives one device's numbers on a 4x2 mesh."""
+  def config(**mesh):
+    c = smoke_config(**mesh)
+    c.model.positions = 'relative'
+    c.finetune.aux.objectives.contrastive = 0.1
+    c.finetune.aux.batch_size = 8
+    return c
+  one, _ = _run(tmp_path, 'one', config(data=1, fsdp=1, model=1))
+  mesh, _ = _run(tmp_path, 'mesh', config(data=4, fsdp=1, model=2))
+  assert one['steps'] == mesh['steps']
+  for k, v in one['best_valid'].items():
+    assert mesh['best_valid'][k] == pytest.approx(v, abs=2e-3), k
+
+
 def test_resume_after_crash_is_exact(tmp_path, monkeypatch):
   config = smoke_config()
   config.checkpoint.every_steps = 4
