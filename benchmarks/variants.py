@@ -45,6 +45,12 @@ VARIANTS = {
     # Joint (multi-task) sequence-level objectives, 128 users a step.
     'joint_cl0.1': ('finetune.aux.objectives.contrastive=0.1',),
     'joint_duorec0.1': ('finetune.aux.objectives.duorec=0.1',),
+    # The same on 32 users a step, cosine similarity, temperature 0.2: no
+    # reward for growing the representations the next-item logits read.
+    'joint_cl0.1_cos': ('finetune.aux.objectives.contrastive=0.1',
+                        'finetune.aux.similarity=cosine',
+                        'finetune.aux.temperature=0.2',
+                        'finetune.aux.batch_size=32'),
 }
 
 
