@@ -60,21 +60,6 @@ def test_relative_and_no_positions_ignore_where_a_sequence_sits(positions):
     _model(positions='rotary')
 
 
-@pytest.mark.parametrize('causal', [True, False])
-def test_relative_positions_keep_packing_exact(causal):
-  model = _model(causal=causal, positions='relative')
-  _randomise(model, 'rel_bias')
-  packed = jnp.array([[3, 4, 5, 9, 10, 11, 12, 0]])
-  seg = jnp.array([[1, 1, 1, 2, 2, 2, 2, 0]])
-  pos = jnp.array([[5, 6, 7, 4, 5, 6, 7, 0]])
-  h = model.encoder(packed, pos, seg)
-  alone = jnp.array([[0, 0, 0, 0, 0, 3, 4, 5], [0, 0, 0, 0, 9, 10, 11, 12]])
-  h_alone = model.encoder(alone, jnp.arange(8)[None].repeat(2, 0),
-                          (alone > 0).astype(jnp.int32))
-  np.testing.assert_allclose(h[0, :3], h_alone[0, 5:], atol=1e-5)
-  np.testing.assert_allclose(h[0, 3:7], h_alone[1, 4:], atol=1e-5)
-
-
 def test_shapes_and_vocab_padding():
   model = _model()
   items = jnp.array([[0, 0, 3, 4, 5, 6, 7, 8]])
@@ -115,9 +100,12 @@ def test_causal_attention_ignores_the_future():
                          bidir.encoder(b, pos, seg)[0, :5])
 
 
+@pytest.mark.parametrize('positions', ['absolute', 'relative'])
 @pytest.mark.parametrize('causal', [True, False])
-def test_packed_rows_equal_separate_sequences(causal):
-  model = _model(causal=causal)
+def test_packed_rows_equal_separate_sequences(causal, positions):
+  model = _model(causal=causal, positions=positions)
+  if positions == 'relative':
+    _randomise(model, 'rel_bias')
   # Two sequences packed in one row, right-aligned positions each.
   packed = jnp.array([[3, 4, 5, 9, 10, 11, 12, 0]])
   seg = jnp.array([[1, 1, 1, 2, 2, 2, 2, 0]])
