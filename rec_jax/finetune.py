@@ -309,6 +309,10 @@ def run(config, workdir: str, init_from: str | None = None) -> dict:
       checkpoint is kept).
   """
   cfg = config.finetune
+  smoothing = cfg.get('label_smoothing', 0.0)
+  if smoothing and cfg.loss != 'ce':  # before loading or compiling anything
+    raise ValueError(f'finetune.label_smoothing={smoothing} needs '
+                     f"finetune.loss='ce', not {cfg.loss!r}")
   os.makedirs(workdir, exist_ok=True)
   ds, split = trainer.load_data(config)
   logging.info('Dataset %s: %d users, %d items, %d interactions.', ds.name,

@@ -140,6 +140,21 @@ def test_joint_objectives_need_the_causal_next_item_task(tmp_path):
     finetune.run(config, str(tmp_path))
 
 
+def test_label_smoothing_needs_ce_before_any_data_is_read(tmp_path,
+                                                           monkeypatch):
+  config = smoke_config()
+  config.finetune.loss = 'bce'
+  config.finetune.label_smoothing = 0.1
+
+  def no_data(*_):
+    raise AssertionError('data read before the config was checked')
+
+  monkeypatch.setattr(finetune.trainer, 'load_data', no_data)
+  with pytest.raises(ValueError, match="label_smoothing=0.1 needs "
+                     "finetune.loss='ce', not 'bce'"):
+    finetune.run(config, str(tmp_path))
+
+
 def _run(tmp_path, name, config):
   workdir = os.path.join(tmp_path, name)
   return finetune.run(config, workdir), workdir
