@@ -105,6 +105,15 @@ def _aux_batch(batch):
   return out
 
 
+def check_smoothing(cfg) -> float:
+  """finetune.label_smoothing, which needs the full-softmax CE loss."""
+  smoothing = cfg.get('label_smoothing', 0.0)
+  if smoothing and cfg.loss != 'ce':
+    raise ValueError(f'finetune.label_smoothing={smoothing} needs '
+                     f"finetune.loss='ce', not {cfg.loss!r}")
+  return smoothing
+
+
 def train_step(state, batch, key, *, graphdef, tx, cfg, num_items: int,
                log_q, rating_mean: float = 0.0, mesh=None, aux_ctx=None):
   """One optimizer step. Returns (state, scalar metrics).
@@ -135,10 +144,7 @@ def train_step(state, batch, key, *, graphdef, tx, cfg, num_items: int,
     hide &= batch['segment_ids'] > 0
     inputs = jnp.where(hide, num_items + 1, inputs)
   batch = dict(batch, inputs=inputs, targets=targets)
-  smoothing = cfg.get('label_smoothing', 0.0)
-  if smoothing and cfg.loss != 'ce':
-    raise ValueError(f'finetune.label_smoothing={smoothing} needs '
-                     f"finetune.loss='ce', not {cfg.loss!r}")
+  smoothing = check_smoothing(cfg)
   ce_chunk = cfg.get('ce_chunk_size', 0)
   sharded_ce = mesh is not None and mesh.shape.get('model', 1) > 1
 
@@ -309,10 +315,7 @@ def run(config, workdir: str, init_from: str | None = None) -> dict:
       checkpoint is kept).
   """
   cfg = config.finetune
-  smoothing = cfg.get('label_smoothing', 0.0)
-  if smoothing and cfg.loss != 'ce':  # before loading or compiling anything
-    raise ValueError(f'finetune.label_smoothing={smoothing} needs '
-                     f"finetune.loss='ce', not {cfg.loss!r}")
+  check_smoothing(cfg)  # before loading or compiling anything
   os.makedirs(workdir, exist_ok=True)
   ds, split = trainer.load_data(config)
   logging.info('Dataset %s: %d users, %d items, %d interactions.', ds.name,
