@@ -16,6 +16,12 @@ a JSON for colab/ablations.ipynb and a bar plot:
 `--reuse_scratch=DIR` takes finished scratch runs from DIR/<name>_<dataset>_s<seed>
 (e.g. the SASRec baselines, which are the identical fine-tune:
 --reuse_scratch=benchmarks/work/baselines --scratch_name=sasrec).
+
+Re-tabulating keeps what the runs at hand cannot recompute: a row of the
+previous table (`--out`.json) that averages more seeds than its (dataset,
+recipe) has finished runs here and in the archive (runs that predate
+benchmarks/results/runs/) is carried over unchanged, marked with the date
+it was tabulated; the hand-written notes below the table are kept.
 """
 
 import argparse
@@ -66,11 +72,45 @@ def collect(args):
   return out
 
 
+def previous_rows(out):
+  """{(dataset, recipe): row} of the table already at `out`.json, each row
+  with `carried_from` (the date it was computed); {} when there is none."""
+  path = out + '.json'
+  if not os.path.exists(path):
+    return {}
+  with open(path, encoding='utf-8') as f:
+    table = json.load(f)
+  return {(r['dataset'], r['recipe']): dict(
+      r, carried_from=r.get('carried_from', table['date']))
+          for r in table['rows']}
+
+
+def merge(computed, previous, keys):
+  """The rows to tabulate, in the order of `keys` ((dataset, recipe)): a
+  computed row, unless the previous table's row averages more seeds (it
+  came from runs that are no longer at hand), which is then carried."""
+  computed = {(r['dataset'], r['recipe']): r for r in computed}
+  rows = []
+  for key in keys:
+    new, old = computed.get(key), previous.get(key)
+    if old and (new is None or new['seeds'] < old['seeds']):
+      if new is not None:
+        print(f'{key[0]} {key[1]}: {new["seeds"]} finished run(s) here, '
+              f'fewer than the previous table\'s {old["seeds"]}; carrying '
+              f'that row', flush=True)
+      rows.append(old)
+    elif new is not None:
+      rows.append(new)
+  return rows
+
+
 def aggregate(runs):
   """Per (dataset, recipe): mean / std of each metric, times, delta."""
   rows = []
   for (dataset, recipe), res in runs.items():
-    row = dict(dataset=dataset, recipe=recipe, seeds=len(res))
+    row = dict(dataset=dataset, recipe=recipe, seeds=len(res),
+               test_ndcg10_by_seed={str(r['seed']): r['test']['ndcg@10']
+                                    for r in res})
     for m in METRICS:
       v = np.array([r['test'][m] for r in res])
       row[m] = float(v.mean())
@@ -109,14 +149,18 @@ def markdown(rows, cmd):
   head = ('| dataset | recipe | seeds | NDCG@10 | HR@10 | NDCG@5 | HR@5 '
           '| NDCG@20 | HR@20 | MRR | Δ NDCG@10 vs scratch | vs best published '
           '| pretrain min | fine-tune min | hardware |\n' + '|---' * 15 + '|')
-  lines = []
+  lines, carried = [], []
   for r in rows:
+    seeds = str(r['seeds'])
+    if r.get('carried_from'):
+      seeds += f' (carried, {r["carried_from"]})'
+      carried.append(f'{r["dataset"]} {r["recipe"]}')
     delta = r.get('delta_ndcg@10_pct')
     delta = '–' if delta is None else f'{delta:+.1f}%'
     tgt = r.get('vs_target_pct')
     tgt = '–' if tgt is None else f'{tgt:+.1f}% of {r["target"]}'
     lines.append(
-        f'| {r["dataset"]} | {r["recipe"]} | {r["seeds"]} | '
+        f'| {r["dataset"]} | {r["recipe"]} | {seeds} | '
         f'{fmt(r, "ndcg@10")} | {fmt(r, "hr@10")} | {fmt(r, "ndcg@5")} | '
         f'{fmt(r, "hr@5")} | {fmt(r, "ndcg@20")} | {fmt(r, "hr@20")} | '
         f'{fmt(r, "mrr")} | '
@@ -134,7 +178,13 @@ def markdown(rows, cmd):
       'dataset and the same seeds. Best published: ' + ', '.join(
           f'{d} {n} {v}' for d, (n, v) in TARGETS.items()) +
       ' (ML-1M indicative: our ml-1m.txt breaks timestamp ties '
-      'differently).\n')
+      'differently).\n' + (
+          f'\n"carried, DATE": rows copied unchanged from the table '
+          f'tabulated on DATE ({", ".join(carried)}): their runs predate the '
+          f'run archive (benchmarks/results/runs/) and this command finds '
+          f'fewer finished runs for them, so it cannot recompute them. A '
+          f'Δ of a computed row is taken against the scratch runs of its '
+          f'seeds that are at hand.\n' if carried else ''))
 
 
 def plot(rows, path):
@@ -173,7 +223,9 @@ def main():
   args = p.parse_args()
   runs = collect(args)
   common.exit_if_planning()
-  rows = aggregate(runs)
+  keys = [(d, r) for d in args.datasets.split(',')
+          for r in ['scratch'] + args.recipes.split(',')]
+  rows = merge(aggregate(runs), previous_rows(args.out), keys)
   if not rows:
     raise SystemExit('no finished runs to tabulate')
   cmd = ' '.join(['python', 'benchmarks/ablations.py'] + sys.argv[1:])

@@ -84,6 +84,45 @@ def test_baselines_carries_rows_it_cannot_recompute(tmp_path):
   assert baselines.previous_table(str(tmp_path / 'none.md')) == {}
 
 
+def test_ablations_carries_rows_with_more_seeds_than_at_hand(tmp_path):
+  import ablations  # pylint: disable=g-import-not-at-top
+
+  def row(dataset, recipe, seeds, ndcg, **kw):
+    r = dict(dataset=dataset, recipe=recipe, seeds=seeds, pretrain_min=0.0,
+             finetune_min=1.0, **kw)
+    for m in ablations.METRICS:
+      r[m], r[m + '_std'] = ndcg, 0.001
+    return r
+
+  out = str(tmp_path / 'ablations')
+  assert ablations.previous_rows(out) == {}
+  old = [row('beauty', 'scratch', 3, 0.057), row('lastfm', 'cloze', 2, 0.041),
+         row('toys', 'scratch', 3, 0.062, carried_from='2026-11-01')]
+  with open(out + '.json', 'w', encoding='utf-8') as f:
+    json.dump(dict(command='c', date='2026-11-28', rows=old), f)
+  previous = ablations.previous_rows(out)
+  assert previous[('beauty', 'scratch')]['carried_from'] == '2026-11-28'
+  # A row keeps the date it was first computed through later carries.
+  assert previous[('toys', 'scratch')]['carried_from'] == '2026-11-01'
+  computed = [row('beauty', 'scratch', 1, 0.058),    # fewer: carry the old
+              row('lastfm', 'cloze', 3, 0.040),      # more: recompute
+              row('lastfm', 'duorec', 1, 0.042)]     # new
+  keys = [('beauty', 'scratch'), ('lastfm', 'scratch'), ('lastfm', 'cloze'),
+          ('lastfm', 'duorec')]                      # toys not asked for
+  rows = ablations.merge(computed, previous, keys)
+  assert [(r['dataset'], r['recipe'], r['seeds'], r['ndcg@10'])
+          for r in rows] == [('beauty', 'scratch', 3, 0.057),
+                             ('lastfm', 'cloze', 3, 0.040),
+                             ('lastfm', 'duorec', 1, 0.042)]
+  text = ablations.markdown(rows, 'cmd')
+  assert '| beauty | scratch | 3 (carried, 2026-11-28) | 0.0570 ± 0.0010 |' \
+      in text
+  assert '| lastfm | cloze | 3 | 0.0400 ± 0.0010 |' in text
+  assert '| lastfm | duorec | 1 | 0.0420 |' in text
+  assert '(beauty scratch)' in text
+  assert 'carried' not in ablations.markdown(rows[1:], 'cmd')
+
+
 def test_rewritten_table_keeps_its_hand_notes(tmp_path):
   path = str(tmp_path / 'table.md')
   common.write_markdown(path, '# t\n\n| a |\n|---|\n| 1 |\n')
