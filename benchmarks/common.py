@@ -188,7 +188,8 @@ def _peak_rss_mb(pid: int) -> float:
 def config_of(args):
   """The config `rec_jax.main` would build from these command-line args
   (`--config=FILE:ARG` and `--config.KEY=VALUE`; other flags are ignored),
-  parsed here without starting JAX."""
+  parsed here without starting JAX; values set from the training data are
+  set as main sets them (the dataset is loaded once per process)."""
   from absl import flags  # pylint: disable=g-import-not-at-top
   from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
   if REPO not in sys.path:
@@ -206,7 +207,29 @@ def config_of(args):
   config_flags.DEFINE_config_file('config', flag_values=fv, lock_config=True,
                                   sys_argv=argv)
   fv(argv)
-  return fv.config
+  config = fv.config
+  _resolve_from_data(config)
+  return config
+
+
+_DATA_RATES = {}  # data section (JSON) -> the dropout rate its data give.
+
+
+def _resolve_from_data(config) -> None:
+  """Sets the values main sets from the training data (the model's dropout
+  where it is FROM_DATA), loading each dataset once per process."""
+  from rec_jax import config_lib  # pylint: disable=g-import-not-at-top
+  keys = config_lib.from_data_keys(config)
+  if not keys:
+    return
+  key = config.data.to_json_best_effort(sort_keys=True) + (
+      f'seed={config.seed}' if config.data.get('cold_fraction') else '')
+  if key not in _DATA_RATES:
+    from rec_jax import trainer  # pylint: disable=g-import-not-at-top
+    trainer.load_data(config)
+    _DATA_RATES[key] = config.model[keys[0]]
+  for k in keys:
+    config.model[k] = _DATA_RATES[key]
 
 
 def check_finished(args, workdir: str, allow=()) -> None:

@@ -71,7 +71,10 @@ def main():
   config.model.update(embed_dim=args.hidden, num_layers=args.layers,
                       num_heads=args.heads, mlp_dim=4 * args.hidden,
                       max_len=args.max_len, dtype=args.dtype,
-                      remat=args.remat)
+                      remat=args.remat,
+                      # No data to set it from: the rate the sparse
+                      # catalogues get (the cost is the same for any).
+                      dropout_rate=0.5, attention_dropout_rate=0.5)
   config.finetune.update(batch_size=args.batch, ce_chunk_size=args.chunk)
   config.mesh.update(data=-1, fsdp=1, model=args.model)
 

@@ -2,7 +2,8 @@ r"""The recommended recipe: pretrain the encoder on every user's training
 items with next-item prediction plus InfoNCE between two augmented views of
 each sequence (CL4SRec / CoSeRec augmentations: crop, mask, reorder and the
 correlation-based substitute and insert; weight 0.1), then fine-tune with
-the SASRec recipe (causal, full-softmax CE, dropout 0.5, early stopping on
+the SASRec recipe (causal, full-softmax CE, dropout from the data (0.5 on
+sparse catalogues, 0.2 on dense ones), early stopping on
 validation NDCG@10) from the pretrained encoder.
 
   python -m rec_jax.main --config=configs/recommended.py:dataset=beauty \
@@ -15,9 +16,11 @@ label_fraction=F; pretrain_epochs=N (pretrain longer); pretrain_window=
 random | newest (each user's pretraining window: a random prefix, the
 default, or the newest items, as the fine-tune sees them); smoke.
 
-Hyperparameters are shared by every dataset; the only dataset-dependent
-quantity is the length of pretraining, at least 20 epochs and at least 300
-steps of 256 users (small datasets get more passes).
+Hyperparameters are shared by every dataset; two are derived from the
+data: the length of pretraining, at least 20 epochs and at least 300 steps
+of 256 users (small datasets get more passes), and the dropout rate, from
+the training interactions per item (config_lib.dropout_from_data: 0.5 up
+to 30, 0.2 from 300, log-linear between).
 
 Measured so far (benchmarks/results/ablations.md, 2026-11-28, test
 NDCG@10): LastFM, 3 seeds, 0.0399 ± 0.0030 against 0.0376 ± 0.0033 from

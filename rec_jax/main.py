@@ -94,6 +94,9 @@ def main(argv):
   if stage == 'pretrain' and not pretraining(config):
     raise app.UsageError('--stage=pretrain: this recipe has no enabled '
                          'pretrain section.')
+  if config_lib.from_data_keys(config):
+    # Resolved before any check: a saved config holds the resolved values.
+    trainer.load_data(config)
   def check(stage_name, sub):
     config_lib.check_resume(os.path.join(workdir, sub), config, stage_name,
                             _ALLOW_CHANGED.value)

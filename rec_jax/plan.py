@@ -36,6 +36,7 @@ import jax
 import jax.numpy as jnp
 from ml_collections import config_flags
 
+from rec_jax import config_lib
 from rec_jax import finetune
 from rec_jax import optimizers
 from rec_jax import peft
@@ -61,6 +62,13 @@ def plan(config) -> dict:
   mesh = sharding.make_mesh(config.mesh)
   sharding.check_batch(cfg.batch_size, mesh, 'finetune.batch_size')
   num_items = catalog_size(config)
+  if keys := config_lib.from_data_keys(config):
+    # A synthetic catalogue is not generated to plan it; any rate gives the
+    # same memory and FLOPs.
+    logging.info('Planning with model.%s = 0.5 in place of the rate the '
+                 'data would set.', ' and '.join(keys))
+    for k in keys:
+      config.model[k] = 0.5
   graphdef, abs_params, param_sh = finetune.abstract_model(
       config, num_items, mesh)
   tx, _ = optimizers.make(cfg.optimizer, 1000)

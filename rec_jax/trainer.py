@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import tqdm
 
+from rec_jax import config_lib
 from rec_jax import sharding
 from rec_jax.data import datasets
 from rec_jax.data import pipeline
@@ -25,7 +26,11 @@ from rec_jax.data import pipeline
 
 
 def load_data(config):
-  """The dataset named by config.data, and its leave-one-out split."""
+  """The dataset named by config.data, and its leave-one-out split.
+
+  Also sets the config's values that depend on the training data, in place
+  (config_lib.resolve_from_data: the model's dropout where it is FROM_DATA),
+  so every stage that loads the data builds the same model."""
   kwargs = {}
   if config.data.name == 'synthetic':
     kwargs = dict(config.data.synthetic)
@@ -35,7 +40,9 @@ def load_data(config):
     ds = datasets.append_interactions(ds, config.data.new_interactions)
   if config.data.get('cold_fraction', 0.0):
     ds = datasets.cold_start(ds, config.data.cold_fraction, config.seed)
-  return ds, pipeline.leave_one_out(ds)
+  split = pipeline.leave_one_out(ds)
+  config_lib.resolve_from_data(config, split.train, ds.num_items)
+  return ds, split
 
 
 def _load_weights(new, old, sh, where: str):

@@ -33,6 +33,8 @@ def test_config_of_applies_overrides_in_process():
                              '--config.model.embed_dim=24'])
   assert config.finetune.patience == 3 and config.model.embed_dim == 24
   assert not config.pretrain.enabled
+  # As main sets it from the data: the recipe's -1 is never compared.
+  assert config.model.dropout_rate == 0.5
 
 
 def test_finished_run_reused_only_with_its_config(tmp_path):

@@ -39,7 +39,10 @@ def test_results_json_has_the_contract(smoke_run):
       assert 0.0 <= v <= 1.0
   assert results['train_seconds'] > 0 and results['epochs'] == 3
   assert 'ndcg@10' in proc.stdout  # the printed results table
-  assert (workdir / 'finetune' / 'config.json').exists()
+  # The saved config holds the dropout set from the data (-1 in the recipe).
+  saved = json.loads((workdir / 'finetune' / 'config.json').read_text())
+  assert saved['model']['dropout_rate'] == 0.5
+  assert conftest.load_config('sasrec', 'smoke').model.dropout_rate == -1.0
   assert list((workdir / 'finetune' / 'tensorboard').iterdir())
   rows = [json.loads(l) for l in open(workdir / 'finetune' / 'metrics.jsonl')]
   assert any('eval/valid/ndcg@10' in r for r in rows)

@@ -128,6 +128,53 @@ def test_dropout_only_with_a_key():
   assert not np.allclose(det, drop)
 
 
+def test_dropout_from_data_follows_interactions_per_item():
+  rule = config_lib.dropout_from_data
+  # Sparse catalogues (Amazon, LastFM: 10-15 training interactions per
+  # item; the smoke synthetic set: 14) keep 0.5; ML-1M (289) gets 0.2.
+  for per_item in (1, 12.7, 30):
+    assert rule(per_item) == 0.5
+  for per_item in (289.1, 300, 10_000):
+    assert rule(per_item) == 0.2
+  # Log-linear between, in steps of 0.05: 0.5 - 0.3 * log10(x / 30).
+  assert rule(30 * 10 ** 0.5) == 0.35
+  assert rule(58.0) == 0.4  # ml-100k: 0.414
+  with pytest.raises(ValueError, match='must be > 0'):
+    rule(0.0)
+
+
+def test_dropout_from_data_is_set_when_the_data_load():
+  from rec_jax import trainer  # pylint: disable=g-import-not-at-top
+  import conftest  # pylint: disable=g-import-not-at-top
+  config = conftest.load_config('sasrec', 'smoke')
+  assert config.model.dropout_rate == config_lib.FROM_DATA
+  assert config_lib.from_data_keys(config) == ['dropout_rate',
+                                               'attention_dropout_rate']
+  # Built before the data are loaded, the model evaluates, but no training
+  # step runs with an unset rate.
+  model = sequence.build(config.model, 30, rngs=nnx.Rngs(0))
+  items = jnp.array([[1, 2, 3, 4]])
+  pos, seg = jnp.arange(4)[None], jnp.ones_like(items)
+  model.encoder(items, pos, seg)
+  with pytest.raises(ValueError, match='from the data'):
+    model.encoder(items, pos, seg, key=jax.random.key(0))
+  _, split = trainer.load_data(config)  # 128 users, 60 items: ~14 per item.
+  assert config.model.dropout_rate == config.model.attention_dropout_rate
+  assert config.model.dropout_rate == 0.5
+  assert not config_lib.from_data_keys(config)
+  # A dense catalogue: 600 users with 20-30 of 40 items, ~345 per item.
+  dense = conftest.load_config('sasrec', 'smoke')
+  dense.data.synthetic.update(num_users=600, num_items=40, min_len=20,
+                              max_len=30)
+  dense.model.attention_dropout_rate = 0.3  # given: kept.
+  trainer.load_data(dense)
+  assert dense.model.dropout_rate == 0.2
+  assert dense.model.attention_dropout_rate == 0.3
+  with pytest.raises(ValueError, match=r'model.dropout_rate=1.5'):
+    sequence.build(config_lib.model_config(causal=True, dropout_rate=1.5), 30,
+                   rngs=nnx.Rngs(0))
+
+
 @pytest.mark.parametrize('causal', [True, False])
 def test_packed_evaluation_equals_left_padded(causal):
   from rec_jax import evaluate  # pylint: disable=g-import-not-at-top

@@ -17,6 +17,11 @@ def dropout(x, rate: float, key):
   """Inverted dropout; identity when key is None or rate is 0."""
   if key is None or rate == 0.0:
     return x
+  if not 0.0 < rate < 1.0:
+    raise ValueError(
+        f'dropout rate {rate}: expected a rate in [0, 1)' + (
+            '; -1 means "from the data": trainer.load_data(config) sets it '
+            'before training' if rate == -1.0 else ''))
   keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
   return jnp.where(keep, x / (1.0 - rate), 0.0).astype(x.dtype)
 

@@ -113,6 +113,12 @@ class SequenceEncoder(nnx.Module):
                text_tune_layers: int = 0, text_config: dict | None = None,
                text_max_tokens: int = 0, positions: str = 'absolute',
                peft: layers.Peft = layers.NO_PEFT, rngs: nnx.Rngs):
+    for name, rate in (('dropout_rate', dropout_rate),
+                       ('attention_dropout_rate', attention_dropout_rate)):
+      # -1: set from the data when they are loaded; a model built before
+      # that evaluates and has shapes, and refuses to train (layers.dropout).
+      if not (0.0 <= rate < 1.0 or rate == -1.0):
+        raise ValueError(f'model.{name}={rate}: expected a rate in [0, 1)')
     if positions not in POSITIONS:
       raise ValueError(f'model.positions={positions!r}: expected one of '
                        f'{POSITIONS}')
