@@ -148,8 +148,8 @@ def dropout_from_data(interactions_per_item: float) -> float:
   instead of 0.5, SASRec scored lower on Beauty (13 per item; test NDCG@10
   0.0546 against 0.0568, seed 0) and LastFM (14; 0.0362 against 0.0376, 3
   seeds), and far higher on ML-1M (289; 0.5 underfits there: its training
-  loss stalls). The item table holds most of the
-  parameters, so interactions per item is the data each parameter sees.
+  loss stalls). The item table holds most of the parameters, so
+  interactions per item is the data each parameter sees.
   """
   if not interactions_per_item > 0:
     raise ValueError(f'interactions per item must be > 0, got '
