@@ -17,7 +17,7 @@ full ranking, history excluded:
   beauty, seeds 0-1 (2026-12-01/02): NDCG@10 0.0338 ± 0.0021, HR@10
     0.0646 ± 0.0045 (70 and 83 epochs, 62 and 82 min).
   ml-1m, seed 0 (2026-12-02): NDCG@10 0.1282, HR@10 0.2397 (60 epochs,
-    about 2 min each; SASRec on the same split: 0.1649).
+    about 2 min each; SASRec on the same split: 0.1663).
 Archived runs: benchmarks/results/runs/baselines/bert4rec_*.
 """
 

@@ -18,8 +18,8 @@ history excluded:
     45 epochs; 27-29 s each alone, about 37 min per seed on a busy machine).
   lastfm, 3 seeds: NDCG@10 0.0376 ± 0.0033, HR@10 0.0630 ± 0.0047
     (~41 epochs, 8-12 s each).
-  ml-1m, seeds 0 and 2 (2026-12-02, dropout 0.2 from the data): NDCG@10
-    0.1649 ± 0.0011, HR@10 0.2942 ± 0.0070 (27-42 epochs, 1.3-1.9 h each
+  ml-1m, 3 seeds (2026-12-02, dropout 0.2 from the data): NDCG@10
+    0.1663 ± 0.0026, HR@10 0.2959 ± 0.0057 (27-57 epochs, 1.3-2.2 h each
     on a busy machine; 0.1367 with the earlier fixed dropout 0.5).
   synthetic (the default, no args): NDCG@10 ~0.53 in about a minute.
 """
