@@ -14,8 +14,8 @@ Measured 2026-11-28 on a shared 2-core CPU (benchmarks/results/baselines.md,
 full ranking, history excluded:
   lastfm, 3 seeds: NDCG@10 0.0254 ± 0.0033, HR@10 0.0456 ± 0.0069
     (~22 epochs, 8 s each).
-  beauty, seeds 0-1 (2026-12-01/02): NDCG@10 0.0338 ± 0.0021, HR@10
-    0.0646 ± 0.0045 (70 and 83 epochs, 62 and 82 min).
+  beauty, 3 seeds (2026-12-01/02): NDCG@10 0.0349 ± 0.0024, HR@10
+    0.0656 ± 0.0036 (70-110 epochs, 62-82 min).
   ml-1m, seed 0 (2026-12-02): NDCG@10 0.1282, HR@10 0.2397 (60 epochs,
     about 2 min each; SASRec on the same split: 0.1663).
 Archived runs: benchmarks/results/runs/baselines/bert4rec_*.
