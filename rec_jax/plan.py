@@ -25,6 +25,7 @@ Synthetic catalogs take their size from the config (no data is generated);
 other datasets are read for their catalog size.
 """
 
+import copy
 import json
 import math
 import sys
@@ -64,9 +65,10 @@ def plan(config) -> dict:
   num_items = catalog_size(config)
   if keys := config_lib.from_data_keys(config):
     # A synthetic catalogue is not generated to plan it; any rate gives the
-    # same memory and FLOPs.
+    # same memory and FLOPs. Planned on a copy: the caller's rate stays unset.
     logging.info('Planning with model.%s = 0.5 in place of the rate the '
                  'data would set.', ' and '.join(keys))
+    config = copy.deepcopy(config)
     for k in keys:
       config.model[k] = 0.5
   graphdef, abs_params, param_sh = finetune.abstract_model(

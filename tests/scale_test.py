@@ -159,6 +159,9 @@ def test_plan_splits_a_100m_item_table_eight_ways():
   config.mesh.update(dict(data=1, fsdp=1, model=8))
   config.finetune.ce_chunk_size = 1 << 18
   out = plan.plan(config)
+  # Planned without generating the catalogue: the caller's dropout stays
+  # "from the data".
+  assert config.model.dropout_rate == -1.0
   assert out['total_param_bytes'] > 100_000_000 * 64 * 4
   assert out['per_device_param_bytes'] <= 1.1 * out['total_param_bytes'] / 8
   assert out['per_device_optimizer_bytes'] <= (
