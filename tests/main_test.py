@@ -183,3 +183,14 @@ def test_causal_recipe_is_recommended_without_its_contrastive_term():
   assert causal['pretrain.objectives.contrastive'] == 0.0
   assert causal['pretrain.objectives.causal'] == 1.0
   assert causal['pretrain.random_prefix'] is False
+
+
+@pytest.mark.parametrize('arg', ['dataset=beauty', 'dataset=ml-1m,seed=2',
+                                 'dataset=lastfm,pretrain=false', 'smoke'])
+def test_cl4srec_recipe_is_the_recommended_recipe(arg):
+  # benchmarks/results/ablations.md reports the recommended recipe through
+  # its `cl4srec` rows; that holds only while the two configs agree.
+  cl4srec = config_lib.flatten(conftest.load_config('cl4srec', arg).to_dict())
+  recommended = config_lib.flatten(
+      conftest.load_config('recommended', arg).to_dict())
+  assert cl4srec == recommended
