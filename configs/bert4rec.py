@@ -10,14 +10,17 @@ and its prediction is ranked against every item (history excluded).
 Args (`:key=value,flag`): dataset (default synthetic), seed, smoke.
 
 Measured 2026-11-28 on a shared 2-core CPU (benchmarks/results/baselines.md,
-`python benchmarks/baselines.py --models=bert4rec --datasets=lastfm`), test,
+`python benchmarks/baselines.py --models=bert4rec --datasets=NAME`), test,
 full ranking, history excluded:
   lastfm, 3 seeds: NDCG@10 0.0254 ± 0.0033, HR@10 0.0456 ± 0.0069
     (~22 epochs, 8 s each).
   beauty, 3 seeds (2026-12-01/02): NDCG@10 0.0349 ± 0.0024, HR@10
     0.0656 ± 0.0036 (70-110 epochs, 62-82 min).
-  ml-1m, seed 0 (2026-12-02): NDCG@10 0.1282, HR@10 0.2397 (60 epochs,
-    about 2 min each; SASRec on the same split: 0.1663).
+  toys, 3 seeds (2026-12-02): NDCG@10 0.0320 ± 0.0009, HR@10
+    0.0568 ± 0.0020 (87-113 epochs, 51-76 min).
+  ml-1m, 3 seeds (2026-12-02): NDCG@10 0.1253 ± 0.0026, HR@10
+    0.2332 ± 0.0065 (34-60 epochs, 79-119 min; SASRec on the same split:
+    0.1663).
 Archived runs: benchmarks/results/runs/baselines/bert4rec_*.
 """
 
