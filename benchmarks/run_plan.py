@@ -9,7 +9,8 @@ it) waits for that run and is skipped if it fails. A run whose workdir
 another process holds (rec_jax.run_lock: started by hand, or by another
 plan) is not started a second time: the plan waits for that process and
 counts the run as finished elsewhere when it leaves its results behind (as
-pending again when it does not). No run starts with less
+pending again when it does not); while it waits, that run takes one of the
+`--parallel` slots, since it shares the machine all the same. No run starts with less
 than `--min_left` seconds to the deadline; at the deadline the runs still
 going are stopped (each resumes from its last checkpoint when started
 again). Afterwards the same benchmark command, with --only_finished,
@@ -158,11 +159,14 @@ def main():
             jobs[j]['status'] in ('failed', 'skipped', 'stopped at deadline')
             for j in job['after']):
           job['status'] = 'skipped'
-      running = sum(j['status'] == 'running' for j in jobs)
+      # A run of this plan that another process holds takes a slot too:
+      # it shares the machine all the same.
+      busy = sum(j['status'] in ('running', 'running elsewhere')
+                 for j in jobs)
       ready = [i for i, j in enumerate(jobs) if j['status'] == 'pending' and
                all(jobs[k]['status'] in DONE for k in j['after'])]
       if left >= args.min_left:
-        for i in ready[:args.parallel - running]:
+        for i in ready[:max(args.parallel - busy, 0)]:
           jobs[i]['status'] = 'running'
           print(f'[{time.time() - t0:6.0f} s] start '
                 f'{" ".join(common.main_command(jobs[i]["args"], jobs[i]["workdir"])[3:])}',

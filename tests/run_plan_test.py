@@ -205,6 +205,27 @@ def test_a_run_held_by_another_process_is_waited_for_not_started_twice(
   assert runs['after']['status'] == 'done'
 
 
+def test_a_run_held_elsewhere_takes_a_parallel_slot(
+    tmp_path, monkeypatch, capsys, fake_main):
+  """With --parallel=1 and the first run held by another process, the
+  second, independent run starts only once that process lets go."""
+  busy = tmp_path / 'busy'
+  holder = subprocess.Popen(
+      [sys.executable, '-c', ELSEWHERE, str(busy), '2', 'ok'],
+      stdout=subprocess.PIPE, text=True, cwd=REPO)
+  assert holder.stdout.readline().strip() == 'held'
+  plan = _write_plan(tmp_path / 'p.jsonl', [
+      (busy, []), (tmp_path / 'free', [])])
+  monkeypatch.setattr(sys, 'argv', ['run_plan', f'--plan={plan}',
+                                    '--parallel=1'])
+  assert run_plan.main() == 0
+  holder.wait()
+  out = capsys.readouterr().out
+  assert out.index(f'finished elsewhere: {busy}') < out.index(
+      f'start --workdir={tmp_path / "free"}')
+  assert (tmp_path / 'free' / 'results.json').exists()
+
+
 def test_benchmark_script_plans_its_dependent_runs(tmp_path):
   """finetuning.py plans the pretraining and the fine-tunes that read it,
   and exits without tabulating."""
