@@ -28,8 +28,9 @@ scratch (+6.2%); on LastFM seed 0 it also beat Cloze (0.0417), DuoRec
 (0.0422) and S3-Rec (0.0378). Toys, 3 seeds, 0.0635 ± 0.0005 against
 0.0620 ± 0.0007 (+2.5%, every seed). Beauty, 3 seeds, 0.0573 against
 0.0570 (+0.6%; seeds 0-1 +1.8%, seed 2 below scratch; 2026-12-02).
-ML-1M at dropout 0.2: seed 0 0.1624 against 0.1657 from scratch
-(-2.0%; scratch over 3 seeds 0.1663 ± 0.0026). A Beauty run takes about
+ML-1M at dropout 0.2, 3 seeds: 0.1639 ± 0.0015 against 0.1663 ± 0.0026
+from scratch (-1.4%; -2.0%, -2.2% and a tie; level on validation): on the
+dense ML-1M pretraining does not help (2026-12-02). A Beauty run takes about
 50 min of pretraining plus 40 of fine-tuning on a shared 2-core CPU,
 about 7 min on an H200 shared by 12 runs.
 """
