@@ -10,11 +10,11 @@ another process holds (rec_jax.run_lock: started by hand, or by another
 plan) is not started a second time: the plan waits for that process and
 counts the run as finished elsewhere when it leaves its results behind (as
 pending again when it does not); while it waits, that run takes one of the
-`--parallel` slots, since it shares the machine all the same. No run starts with less
-than `--min_left` seconds to the deadline; at the deadline the runs still
-going are stopped (each resumes from its last checkpoint when started
-again). Afterwards the same benchmark command, with --only_finished,
-tabulates what finished.
+`--parallel` slots, since it shares the machine all the same. No run starts
+with less than `--min_left` seconds to the deadline; at the deadline the
+runs still going are stopped (each resumes from its last checkpoint when
+started again). Afterwards the same benchmark command, with
+--only_finished, tabulates what finished.
 
   REC_JAX_BENCH_PLAN=/tmp/plan.jsonl python benchmarks/baselines.py \
       --datasets=toys --seeds=0,1,2 --out=/tmp/unused
