@@ -266,6 +266,7 @@ OBJECTIVES = ('cloze', 'causal', 'contrastive', 'duorec', 'aap', 'mip', 'map',
 
 def pretrain_config(objectives: dict, *, enabled: bool = True,
                     num_epochs: int = 20, min_steps: int = 300,
+                    epochs_per_pass: bool = False,
                     batch_size: int = 256,
                     lr: float = 1e-3, mask_prob: float = 0.2,
                     temperature: float = 1.0, similarity: str = 'dot',
@@ -281,6 +282,11 @@ def pretrain_config(objectives: dict, *, enabled: bool = True,
       objectives={k: float(objectives.get(k, 0.0)) for k in OBJECTIVES},
       num_epochs=num_epochs,     # at least; raised to reach min_steps.
       min_steps=min_steps,
+      # True: num_epochs counts passes over the training items, each
+      # pipeline.window_passes epochs of one window per user (4 on ML-1M,
+      # whose users mostly have more than max_len items); see
+      # rec_jax.pretrain.epochs_for.
+      epochs_per_pass=epochs_per_pass,
       batch_size=batch_size,     # users (one per row) per step.
       random_prefix=True,        # each epoch, a random prefix of each user.
       mask_prob=mask_prob,       # cloze / mip / map.

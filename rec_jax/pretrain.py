@@ -73,9 +73,19 @@ def context(config, ds, split, weights, vocab: int, mesh):
 
 def epochs_for(cfg, stream) -> int:
   """num_epochs, raised until the run has at least min_steps steps: small
-  datasets (a few steps per epoch) get more passes, large ones fewer."""
+  datasets (a few steps per epoch) get more passes, large ones fewer.
+
+  With cfg.epochs_per_pass (the recipes' default) num_epochs counts passes
+  over the training items rather than epochs of one window per user: each
+  pass is pipeline.window_passes epochs, so that users with more than
+  max_len training items are seen in full (ML-1M: 4 epochs a pass; the
+  Amazon sets and LastFM, whose users mostly fit in max_len or whose
+  min_steps already asks for more: unchanged)."""
   per_epoch = max(stream.steps_in_epoch(0), 1)
-  return max(int(cfg.num_epochs), -(-int(cfg.min_steps) // per_epoch))
+  epochs = int(cfg.num_epochs)
+  if cfg.get('epochs_per_pass', False):
+    epochs *= pipeline.window_passes(stream.lengths, stream.max_len)
+  return max(epochs, -(-int(cfg.min_steps) // per_epoch))
 
 
 def pretrain_step(state, batch, key, *, graphdef, tx, ctx, weights):

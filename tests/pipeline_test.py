@@ -194,3 +194,19 @@ def test_joint_stream_pairs_packed_batches_with_user_rows():
                           random_prefix=False, partners=True)).batch(1, 3)
   for k, v in joint.batch(1, 3).items():
     np.testing.assert_array_equal(again[k], v)
+
+
+def test_window_passes_counts_epochs_per_pass_over_the_items():
+  # Items 3 + 9 + 20 + 2 = 34; windows of 6 show 3 + 6 + 6 + 2 = 17: 2.
+  assert pipeline.window_passes([3, 9, 20, 2], 6) == 2
+  # Everyone fits in max_len: one epoch is one pass.
+  assert pipeline.window_passes([3, 9, 20, 2], 20) == 1
+  # 100 + 1 items, 10 + 1 shown: 9.18, rounded to 9.
+  assert pipeline.window_passes([100, 1], 10) == 9
+  # 1.4 rounds down to 1, 1.6 up to 2.
+  assert pipeline.window_passes([14], 10) == 1
+  assert pipeline.window_passes([16], 10) == 2
+  with pytest.raises(ValueError, match='no training items'):
+    pipeline.window_passes([0, 0], 6)
+  with pytest.raises(ValueError, match='max_len must be >= 1'):
+    pipeline.window_passes([3], 0)

@@ -233,6 +233,29 @@ def test_pretrain_epochs_arg_sets_the_length():
     load_config('recommended', 'pretrain_epochs=-1')
 
 
+def test_epochs_per_pass_scales_pretraining_to_the_history():
+  """With epochs_per_pass, num_epochs counts passes over the training
+  items; min_steps still raises the total."""
+  from rec_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  # 8 users of 40 items, windows of 10: 4 epochs a pass; 1 step an epoch.
+  train = [np.arange(1, 41, dtype=np.int32)] * 8
+  stream = pipeline.UserStream(train, batch_size=8, max_len=10, seed=0,
+                               random_prefix=False)
+  assert stream.steps_in_epoch(0) == 1
+  cfg = load_config('recommended', '').pretrain
+  cfg.update(num_epochs=3, min_steps=0, epochs_per_pass=False)
+  assert pretrain.epochs_for(cfg, stream) == 3
+  cfg.epochs_per_pass = True
+  assert pretrain.epochs_for(cfg, stream) == 12
+  cfg.min_steps = 20
+  assert pretrain.epochs_for(cfg, stream) == 20
+  # Histories that fit in max_len: a pass is one epoch.
+  short = pipeline.UserStream([np.arange(1, 9, dtype=np.int32)] * 8,
+                              batch_size=8, max_len=10, seed=0)
+  cfg.min_steps = 0
+  assert pretrain.epochs_for(cfg, short) == 3
+
+
 def test_pretrain_window_arg_picks_the_windows():
   assert load_config('recommended', '').pretrain.random_prefix
   assert not load_config('recommended',
