@@ -30,7 +30,10 @@ scratch (+6.2%); on LastFM seed 0 it also beat Cloze (0.0417), DuoRec
 0.0570 (+0.6%; seeds 0-1 +1.8%, seed 2 below scratch; 2026-12-02).
 ML-1M at dropout 0.2, 3 seeds: 0.1639 ± 0.0015 against 0.1663 ± 0.0026
 from scratch (-1.4%; -2.0%, -2.2% and a tie; level on validation): on the
-dense ML-1M pretraining does not help (2026-12-02). A Beauty run takes about
+dense ML-1M pretraining does not help (2026-12-02), nor does pretraining 4
+times longer (80 epochs, 3 seeds: 0.1647 ± 0.0003, -1.0%, though +1.6% on
+validation; 2026-12-03; pretrain.epochs_per_pass=true gives that length
+from the data). A Beauty run takes about
 50 min of pretraining plus 40 of fine-tuning on a shared 2-core CPU,
 about 7 min on an H200 shared by 12 runs.
 """
