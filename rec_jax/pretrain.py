@@ -75,12 +75,14 @@ def epochs_for(cfg, stream) -> int:
   """num_epochs, raised until the run has at least min_steps steps: small
   datasets (a few steps per epoch) get more passes, large ones fewer.
 
-  With cfg.epochs_per_pass (the recipes' default) num_epochs counts passes
-  over the training items rather than epochs of one window per user: each
-  pass is pipeline.window_passes epochs, so that users with more than
-  max_len training items are seen in full (ML-1M: 4 epochs a pass; the
-  Amazon sets and LastFM, whose users mostly fit in max_len or whose
-  min_steps already asks for more: unchanged)."""
+  With cfg.epochs_per_pass (off by default: on ML-1M, where it gives 80
+  epochs in place of 20, it did not beat scratch on test; see
+  benchmarks/results/ablations.md) num_epochs counts passes over the
+  training items rather than epochs of one window per user: each pass is
+  pipeline.window_passes epochs, so that users with more than max_len
+  training items are seen in full (ML-1M: 4 epochs a pass; the Amazon
+  sets and LastFM, whose users mostly fit in max_len or whose min_steps
+  already asks for more: unchanged)."""
   per_epoch = max(stream.steps_in_epoch(0), 1)
   epochs = int(cfg.num_epochs)
   if cfg.get('epochs_per_pass', False):
