@@ -26,8 +26,8 @@ Measured so far (benchmarks/results/ablations.md, 2026-11-28, test
 NDCG@10): LastFM, 3 seeds, 0.0399 ± 0.0030 against 0.0376 ± 0.0033 from
 scratch (+6.2%); on LastFM seed 0 it also beat Cloze (0.0417), DuoRec
 (0.0422) and S3-Rec (0.0378). Toys, 3 seeds, 0.0635 ± 0.0005 against
-0.0620 ± 0.0007 (+2.5%, every seed). Beauty, 3 seeds, 0.0573 against
-0.0570 (+0.6%; seeds 0-1 +1.8%, seed 2 below scratch; 2026-12-02).
+0.0620 ± 0.0007 (+2.5%, every seed). Beauty, 3 seeds, 0.0573 ± 0.0013
+against 0.0570 ± 0.0006 (+0.6%: a tie, +4.1%, -1.9%; 2026-12-03).
 ML-1M at dropout 0.2, 3 seeds: 0.1639 ± 0.0015 against 0.1663 ± 0.0026
 from scratch (-1.4%; -2.0%, -2.2% and a tie; level on validation): on the
 dense ML-1M pretraining does not help (2026-12-02), nor does pretraining 4
