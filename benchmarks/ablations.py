@@ -188,6 +188,8 @@ def markdown(rows, cmd):
 
 
 def plot(rows, path):
+  """A bar per (dataset, recipe) of test NDCG@10 ± std, the best published
+  figure as a line, written to `path`; returns the figure."""
   fig, panels = common.dataset_panels([r['dataset'] for r in rows], 3.2)
   for ax, d in panels:
     sub = [r for r in rows if r['dataset'] == d]
@@ -195,14 +197,24 @@ def plot(rows, path):
            yerr=[r['ndcg@10_std'] for r in sub], capsize=3,
            color=['0.6' if r['recipe'] == 'scratch' else 'C0' for r in sub])
     ax.set_xticks(range(len(sub)), [r['recipe'] for r in sub], rotation=30)
+    # The bars start at zero, so a few percent is hard to see: each
+    # pretrained bar carries its change against scratch.
+    for i, r in enumerate(sub):
+      if r.get('delta_ndcg@10_pct') is not None:
+        ax.text(i, r['ndcg@10'] / 2, f'{r["delta_ndcg@10_pct"]:+.1f}%',
+                ha='center', va='center', color='white', fontsize=8)
     if d in TARGETS:
       ax.axhline(TARGETS[d][1], color='C3', ls='--', lw=1,
                  label=f'{TARGETS[d][0]} {TARGETS[d][1]}')
-      ax.legend(fontsize=7)
+      ax.legend(fontsize=7, loc='upper right')
+    # Head room above the bars and the target line for the legend.
+    ax.set_ylim(0, 1.2 * max([r['ndcg@10'] + r['ndcg@10_std'] for r in sub]
+                             + [TARGETS.get(d, ('', 0))[1]]))
     ax.set_title(d)
     ax.set_ylabel('test NDCG@10')
   fig.tight_layout()
   fig.savefig(path, dpi=100)
+  return fig
 
 
 def main():

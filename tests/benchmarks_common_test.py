@@ -125,6 +125,29 @@ def test_ablations_carries_rows_with_more_seeds_than_at_hand(tmp_path):
   assert 'carried' not in ablations.markdown(rows[1:], 'cmd')
 
 
+def test_ablations_plot_labels_each_pretrained_bar_with_its_delta(tmp_path):
+  import ablations  # pylint: disable=g-import-not-at-top
+  rows = [dict(dataset='toys', recipe='scratch', **{'ndcg@10': 0.0620,
+                                                    'ndcg@10_std': 0.0007}),
+          dict(dataset='toys', recipe='cl4srec', **{'ndcg@10': 0.0635,
+                                                    'ndcg@10_std': 0.0005,
+                                                    'delta_ndcg@10_pct': 2.42}),
+          dict(dataset='other', recipe='cloze', **{'ndcg@10': 0.03,
+                                                   'ndcg@10_std': 0.0,
+                                                   'delta_ndcg@10_pct': -0.66})]
+  path = str(tmp_path / 'abl.png')
+  fig = ablations.plot(rows, path)
+  assert os.path.getsize(path) > 0
+  panels = {ax.get_title(): ax for ax in fig.axes}
+  assert sorted(panels) == ['other', 'toys']
+  assert [t.get_text() for t in panels['toys'].texts] == ['+2.4%']
+  assert [t.get_text() for t in panels['other'].texts] == ['-0.7%']
+  # Toys has a published target line and room above it; 'other' has none.
+  assert panels['toys'].get_ylim()[1] > ablations.TARGETS['toys'][1]
+  assert panels['toys'].get_legend() is not None
+  assert panels['other'].get_legend() is None
+
+
 def test_rewritten_table_keeps_its_hand_notes(tmp_path):
   path = str(tmp_path / 'table.md')
   common.write_markdown(path, '# t\n\n| a |\n|---|\n| 1 |\n')
