@@ -10,7 +10,10 @@ another process holds (rec_jax.run_lock: started by hand, or by another
 plan) is not started a second time: the plan waits for that process and
 counts the run as finished elsewhere when it leaves its results behind (as
 pending again when it does not); while it waits, that run takes one of the
-`--parallel` slots, since it shares the machine all the same. No run starts
+`--parallel` slots, since it shares the machine all the same. Two plans
+that share runs may start the same one at the same moment: the one that
+loses its run lock waits for the other as above, and counts no failure.
+No run starts
 with less than `--min_left` seconds to the deadline; at the deadline the
 runs still going are stopped (each resumes from its last checkpoint when
 started again). Afterwards the same benchmark command, with
@@ -135,6 +138,14 @@ def main():
       procs.pop(i, None)
       job['seconds'] = round(time.time() - start, 1)
       job['rc'] = rc
+      if rc != 0 and run_lock.in_use(job['workdir']):
+        # Another process took the workdir between the check and the start
+        # (two plans that share runs): this start lost the lock; wait for
+        # the winner as for any run held elsewhere.
+        job['status'] = 'running elsewhere'
+        print(f'[{time.time() - t0:6.0f} s] another process took '
+              f'{job["workdir"]} first; waiting for it', flush=True)
+        return
       if job['status'] != 'stopped at deadline':
         job['status'] = 'done' if rc == 0 else 'failed'
       if rc == 0 and os.path.exists(os.path.join(job['workdir'],

@@ -205,6 +205,41 @@ def test_a_run_held_by_another_process_is_waited_for_not_started_twice(
   assert runs['after']['status'] == 'done'
 
 
+# Starts the script argv[2] (ELSEWHERE) on --workdir=argv[1], holding its
+# lock for 2 s, then exits as rec_jax.main does when it finds the
+# workdir's lock taken: the race of two plans that start the same run at
+# the same moment, lost.
+LOSES_THE_RACE = r'''
+import subprocess, sys
+workdir = sys.argv[1].split('=', 1)[1]
+holder = subprocess.Popen([sys.executable, '-c', sys.argv[2], workdir, '2',
+                           'ok'], stdout=subprocess.PIPE, text=True)
+assert holder.stdout.readline().strip() == 'held'
+sys.exit(1)
+'''
+
+
+def test_a_start_that_loses_the_lock_waits_for_the_winner(
+    tmp_path, monkeypatch, capsys):
+  busy = tmp_path / 'busy'
+  monkeypatch.setattr(common, 'main_command', lambda args, workdir: [
+      sys.executable, '-c', LOSES_THE_RACE, f'--workdir={workdir}',
+      ELSEWHERE])
+  plan = _write_plan(tmp_path / 'p.jsonl', [(busy, [])])
+  summary = tmp_path / 'summary.json'
+  monkeypatch.setattr(sys, 'argv', ['run_plan', f'--plan={plan}',
+                                    f'--summary={summary}'])
+  assert run_plan.main() == 0
+  out = capsys.readouterr().out
+  assert f'another process took {busy} first; waiting for it' in out
+  assert f'finished elsewhere: {busy}' in out
+  (run,) = json.loads(summary.read_text())['runs']
+  assert run['status'] == 'finished elsewhere'
+  # The winner's results, not a failure.
+  assert json.loads((busy / 'results.json').read_text())['test'] == {
+      'ndcg@10': 0.75}
+
+
 def test_a_run_held_elsewhere_takes_a_parallel_slot(
     tmp_path, monkeypatch, capsys, fake_main):
   """With --parallel=1 and the first run held by another process, the
