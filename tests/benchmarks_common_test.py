@@ -148,6 +148,44 @@ def test_ablations_plot_labels_each_pretrained_bar_with_its_delta(tmp_path):
   assert panels['other'].get_legend() is None
 
 
+def test_ablations_rows_count_seeds_above_scratch_and_average_valid():
+  import ablations  # pylint: disable=g-import-not-at-top
+
+  def run(seed, test, valid):
+    return dict(seed=seed, test={m: test for m in ablations.METRICS},
+                valid={'ndcg@10': valid}, train_seconds=60.0, epochs=10,
+                hardware='cpu')
+
+  runs = {('toys', 'scratch'): [run(0, 0.060, 0.070), run(1, 0.064, 0.072),
+                                run(2, 0.062, 0.074)],
+          # Above scratch on seeds 0 and 2, below on 1; seed 3 has no
+          # scratch run to compare with and counts in neither.
+          ('toys', 'cl4srec'): [run(0, 0.061, 0.071), run(1, 0.063, 0.070),
+                                run(2, 0.065, 0.072), run(3, 0.070, 0.080)]}
+  rows = {r['recipe']: r for r in ablations.aggregate(runs)}
+  assert 'seeds_above_scratch' not in rows['scratch']
+  assert rows['cl4srec']['seeds_above_scratch'] == (2, 3)
+  assert rows['scratch']['valid_ndcg@10'] == pytest.approx(0.072)
+  assert rows['cl4srec']['valid_ndcg@10'] == pytest.approx(0.07325)
+  # Seed-matched delta: (0.061 + 0.063 + 0.065) / 3 against 0.062.
+  assert rows['cl4srec']['delta_ndcg@10_pct'] == pytest.approx(
+      100 * (0.063 / 0.062 - 1))
+  text = ablations.markdown(list(rows.values()), 'cmd')
+  line = next(l for l in text.splitlines() if '| cl4srec |' in l)
+  cells = [c.strip() for c in line.strip('|').split('|')]
+  head = next(l for l in text.splitlines() if l.startswith('| dataset'))
+  names = [c.strip() for c in head.strip('|').split('|')]
+  assert len(cells) == len(names)
+  got = dict(zip(names, cells))
+  assert got['valid NDCG@10'] == '0.0733'
+  assert got['seeds above scratch'] == '2/3'
+  assert got['Δ NDCG@10 vs scratch'] == '+1.6%'
+  scratch = dict(zip(names, [c.strip() for c in next(
+      l for l in text.splitlines() if '| scratch |' in l).strip('|').split(
+          '|')]))
+  assert scratch['seeds above scratch'] == '–'
+
+
 def test_rewritten_table_keeps_its_hand_notes(tmp_path):
   path = str(tmp_path / 'table.md')
   common.write_markdown(path, '# t\n\n| a |\n|---|\n| 1 |\n')
