@@ -215,7 +215,11 @@ def plot(rows, path):
     ax.bar(range(len(sub)), [r['ndcg@10'] for r in sub],
            yerr=[r['ndcg@10_std'] for r in sub], capsize=3,
            color=['0.6' if r['recipe'] == 'scratch' else 'C0' for r in sub])
-    ax.set_xticks(range(len(sub)), [r['recipe'] for r in sub], rotation=30)
+    # A bar that averages fewer seeds than the panel's fullest says so.
+    most = max(r.get('seeds', 1) for r in sub)
+    ax.set_xticks(range(len(sub)), [
+        r['recipe'] + (f' (n={r["seeds"]})' if r.get('seeds', most) < most
+                       else '') for r in sub], rotation=30)
     # The bars start at zero, so a few percent is hard to see: each
     # pretrained bar carries its change against scratch.
     for i, r in enumerate(sub):

@@ -127,11 +127,11 @@ def test_ablations_carries_rows_with_more_seeds_than_at_hand(tmp_path):
 
 def test_ablations_plot_labels_each_pretrained_bar_with_its_delta(tmp_path):
   import ablations  # pylint: disable=g-import-not-at-top
-  rows = [dict(dataset='toys', recipe='scratch', **{'ndcg@10': 0.0620,
-                                                    'ndcg@10_std': 0.0007}),
-          dict(dataset='toys', recipe='cl4srec', **{'ndcg@10': 0.0635,
-                                                    'ndcg@10_std': 0.0005,
-                                                    'delta_ndcg@10_pct': 2.42}),
+  rows = [dict(dataset='toys', recipe='scratch', seeds=3,
+               **{'ndcg@10': 0.0620, 'ndcg@10_std': 0.0007}),
+          dict(dataset='toys', recipe='cl4srec', seeds=1,
+               **{'ndcg@10': 0.0635, 'ndcg@10_std': 0.0,
+                  'delta_ndcg@10_pct': 2.42}),
           dict(dataset='other', recipe='cloze', **{'ndcg@10': 0.03,
                                                    'ndcg@10_std': 0.0,
                                                    'delta_ndcg@10_pct': -0.66})]
@@ -142,6 +142,11 @@ def test_ablations_plot_labels_each_pretrained_bar_with_its_delta(tmp_path):
   assert sorted(panels) == ['other', 'toys']
   assert [t.get_text() for t in panels['toys'].texts] == ['+2.4%']
   assert [t.get_text() for t in panels['other'].texts] == ['-0.7%']
+  # A bar of fewer seeds than the panel's fullest is marked with its count.
+  assert [t.get_text() for t in panels['toys'].get_xticklabels()] == [
+      'scratch', 'cl4srec (n=1)']
+  assert [t.get_text() for t in panels['other'].get_xticklabels()] == [
+      'cloze']
   # Toys has a published target line and room above it; 'other' has none.
   assert panels['toys'].get_ylim()[1] > ablations.TARGETS['toys'][1]
   assert panels['toys'].get_legend() is not None
