@@ -133,13 +133,12 @@ def aggregate(runs):
       seeds = {r['seed'] for r in res}
       base = [r['test']['ndcg@10'] for r in scratch if r['seed'] in seeds]
       if base:
-        mine = np.mean([r['test']['ndcg@10'] for r in res
-                        if r['seed'] in {x['seed'] for x in scratch}])
+        by_seed = {r['seed']: r['test']['ndcg@10'] for r in scratch}
+        shared = [r for r in res if r['seed'] in by_seed]
+        mine = np.mean([r['test']['ndcg@10'] for r in shared])
         row['delta_ndcg@10_pct'] = float(100 * (mine / np.mean(base) - 1))
         # Per seed: on how many of the shared seeds this recipe's test
         # NDCG@10 is above scratch's (a mean gain can be one lucky seed).
-        by_seed = {r['seed']: r['test']['ndcg@10'] for r in scratch}
-        shared = [r for r in res if r['seed'] in by_seed]
         row['seeds_above_scratch'] = (
             sum(r['test']['ndcg@10'] > by_seed[r['seed']] for r in shared),
             len(shared))
