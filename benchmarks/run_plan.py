@@ -13,9 +13,9 @@ pending again when it does not); while it waits, that run takes one of the
 `--parallel` slots, since it shares the machine all the same. Two plans
 that share runs may start the same one at the same moment: the one that
 loses its run lock waits for the other as above, and counts no failure.
-No run starts with less than `--min_left` seconds to the deadline; at the deadline the
-runs still going are stopped (each resumes from its last checkpoint when
-started again). Afterwards the same benchmark command, with
+No run starts with less than `--min_left` seconds to the deadline; at the
+deadline the runs still going are stopped (each resumes from its last
+checkpoint when started again). Afterwards the same benchmark command, with
 --only_finished, tabulates what finished.
 
   REC_JAX_BENCH_PLAN=/tmp/plan.jsonl python benchmarks/baselines.py \
