@@ -207,29 +207,26 @@ def config_of(args):
   config_flags.DEFINE_config_file('config', flag_values=fv, lock_config=True,
                                   sys_argv=argv)
   fv(argv)
-  config = fv.config
-  _resolve_from_data(config)
-  return config
+  return _resolve_from_data(fv.config)
 
 
-_DATA_RATES = {}  # data section (JSON) -> the dropout rate its data give.
+_RESOLVED = {}  # data section (JSON) + seed -> (train, num_items).
 
 
-def _resolve_from_data(config) -> None:
-  """Sets the values main sets from the training data (the model's dropout
-  where it is FROM_DATA), loading each dataset once per process."""
+def _resolve_from_data(config):
+  """The config with the values main sets from the training data
+  (config_lib.FROM_DATA: dropout, pretraining length), loading each
+  dataset once per process."""
   from rec_jax import config_lib  # pylint: disable=g-import-not-at-top
-  keys = config_lib.from_data_keys(config)
-  if not keys:
-    return
+  if not config_lib.from_data_keys(config):
+    return config
   key = config.data.to_json_best_effort(sort_keys=True) + (
-      f'seed={config.seed}' if config.data.get('cold_fraction') else '')
-  if key not in _DATA_RATES:
+      f'seed={config.seed}' if config.data.cold_fraction else '')
+  if key not in _RESOLVED:
     from rec_jax import trainer  # pylint: disable=g-import-not-at-top
-    trainer.load_data(config)
-    _DATA_RATES[key] = config.model[keys[0]]
-  for k in keys:
-    config.model[k] = _DATA_RATES[key]
+    ds, split = trainer.load_data(config)
+    _RESOLVED[key] = (split.train, ds.num_items)
+  return config_lib.resolve_from_data(config, *_RESOLVED[key])
 
 
 def check_finished(args, workdir: str, allow=()) -> None:

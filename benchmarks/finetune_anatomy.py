@@ -151,15 +151,20 @@ def anatomy(pre_dir: str, full_dir: str, args: list[str],
   `top_rows`: the k of the frequent-rows scores."""
   # rec_jax (datasets, models) loads here, not at import.
   from rec_jax import evaluate  # pylint: disable=g-import-not-at-top
-  from rec_jax import features  # pylint: disable=g-import-not-at-top
-  from rec_jax import tasks  # pylint: disable=g-import-not-at-top
+  from rec_jax import sharding  # pylint: disable=g-import-not-at-top
+  from rec_jax import trainer  # pylint: disable=g-import-not-at-top
+  from rec_jax.tasks import ctr  # pylint: disable=g-import-not-at-top
   config = common.config_of(args)
-  ds, split, mesh, _, full, _, evaluator = evaluate.load_trained(
-      config, os.path.join(full_dir, 'finetune'))
-  _, pre = features.load_encoder(config, pre_dir, mesh)
+  ds, split = trainer.load_data(config)
+  mesh = sharding.make_mesh(config.mesh)
+  graphdef, full, _ = trainer.load_trained(
+      config, os.path.join(full_dir, 'finetune'), ds.num_items, mesh)
+  evaluator = evaluate.make_evaluator(config, graphdef, mesh, ds.num_items)
+  _, pre, _ = trainer.load_trained(config, pre_dir, ds.num_items, mesh,
+                                   encoder_only=True)
   score = lambda p, name: float(evaluator.full_ranking(
       p, split.valid_history, split.valid_target, desc=name)[0]['ndcg@10'])
-  counts = tasks.train_counts(split.train, ds.num_items)[1:]  # real items
+  counts = ctr.train_counts(split.train, ds.num_items)[1:]  # real items
   e0, e1 = _table(pre, ds.num_items), _table(full, ds.num_items)
   targets = np.bincount(np.asarray(split.valid_target),
                         minlength=ds.num_items + 1)[1:]
@@ -274,7 +279,7 @@ def main():
                  '(as given to benchmarks/finetuning.py)')
   p.add_argument('--rank', type=int, default=2,
                  help='rank of the table move given to the fine-tuned '
-                 'blocks (LoRA: model.lora_table_rank, 2)')
+                 'blocks (LoRA: model.peft.lora_table_rank, 2)')
   p.add_argument('--top_rows', default='',
                  help='comma-separated k: score the fine-tuned blocks with '
                  'the fine-tuned rows of the k most frequent items only')

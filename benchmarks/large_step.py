@@ -62,6 +62,7 @@ def main():
   from rec_jax import finetune  # pylint: disable=g-import-not-at-top
   from rec_jax import plan  # pylint: disable=g-import-not-at-top
   from rec_jax import sharding  # pylint: disable=g-import-not-at-top
+  from rec_jax.data import types  # pylint: disable=g-import-not-at-top
 
   spec = importlib.util.spec_from_file_location(
       'sasrec_config', os.path.join(REPO, 'configs', 'sasrec.py'))
@@ -83,8 +84,10 @@ def main():
   tx = optax.adam(1e-3)
   graphdef, _, state, state_sh = finetune.fresh_state(config, args.items,
                                                       mesh, tx)
-  step = finetune.jit_train_step(config.finetune, graphdef, tx, state_sh,
-                                 mesh, args.items)
+  step = finetune.make_train_step(
+      config, graphdef, tx, state_sh, mesh,
+      ds=types.SequenceDataset(name='synthetic', sequences=[],
+                               num_items=args.items))
   rng = np.random.default_rng(0)
   rows, width = args.batch, args.max_len
   items = rng.integers(1, args.items + 1, size=(rows, width + 1))

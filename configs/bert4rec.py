@@ -24,20 +24,33 @@ full ranking, history excluded:
 Archived runs: benchmarks/results/runs/baselines/bert4rec_*.
 """
 
+import ml_collections
+
 from rec_jax import config_lib
 
 
 def get_config(arg=None):
   args = config_lib.parse_arg(arg, dataset='synthetic', seed=0,
                               mask_prob=0.2, smoke=False)
-  config = config_lib.ml_collections.ConfigDict()
+  config = ml_collections.ConfigDict()
   config.seed = args.seed
 
   config.data = config_lib.data_config(args.dataset)
 
-  config.model = config_lib.model_config(causal=False)
+  # BERT4Rec: 2 bidirectional blocks of 2 heads, width 64, 50 items of
+  # history, dropout 0.2.
+  config.model = config_lib.model_config(
+      name='sasrec', causal=False, max_len=50, embed_dim=64, num_layers=2,
+      num_heads=2, mlp_dim=256, positions='absolute', dropout_rate=0.2,
+      attention_dropout_rate=0.2)
 
-  config.finetune = config_lib.finetune_config(objective='cloze',
-                                               mask_prob=args.mask_prob)
+  # Cloze: `mask_prob` of the items hidden behind [MASK] and predicted with
+  # a full softmax; 16 packed rows a step, Adam 1e-3, early stopping.
+  config.finetune = config_lib.finetune_config(
+      objective='cloze', loss='ce', lr=1e-3, batch_size=16, num_epochs=200,
+      patience=10, mask_prob=args.mask_prob)
 
-  return config_lib.add_common_sections(config, smoke_run=args.smoke)
+  config.eval = config_lib.eval_config()
+
+  config = config_lib.runtime_sections(config)
+  return config_lib.smoke(config) if args.smoke else config

@@ -1,1 +1,2 @@
-"""rec_jax: self-supervised pretraining and fine-tuning of recommenders in JAX."""
+"""rec_jax: self-supervised pretraining and fine-tuning of recommenders in
+JAX."""

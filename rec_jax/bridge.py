@@ -15,16 +15,14 @@ from absl import logging
 import jax
 
 from rec_jax import checkpoints
+from rec_jax import trees
 
 
 def _flat(tree, prefix):
   """{'prefix/a/0/b': (path of original keys, leaf)}."""
   flat = jax.tree_util.tree_flatten_with_path(tree)[0]
-  out = {}
-  for path, leaf in flat:
-    keys = tuple(getattr(k, 'key', k) for k in path)
-    out[prefix + '/' + '/'.join(str(k) for k in keys)] = (keys, leaf)
-  return out
+  return {f'{prefix}/{trees.path_str(path)}': (
+      tuple(getattr(k, 'key', k) for k in path), leaf) for path, leaf in flat}
 
 
 def _set(tree, keys, value):

@@ -10,6 +10,8 @@ import os
 import jax
 import orbax.checkpoint as ocp
 
+from rec_jax import trees
+
 
 def _abstract(tree):
   return jax.tree.map(
@@ -123,13 +125,8 @@ def params_metadata(params_dir: str) -> dict:
   meta = ocp.PyTreeCheckpointer().metadata(params_dir)
   tree = getattr(meta, 'item_metadata', meta)
   tree = getattr(tree, 'tree', tree)
-  flat = jax.tree_util.tree_flatten_with_path(
-      tree, is_leaf=lambda x: hasattr(x, 'shape'))[0]
-  return {_key(p): tuple(leaf.shape) for p, leaf in flat}
-
-
-def _key(path) -> str:
-  return '/'.join(str(getattr(k, 'key', k)) for k in path)
+  return {k: tuple(leaf.shape) for k, leaf in trees.flatten(
+      tree, is_leaf=lambda x: hasattr(x, 'shape')).items()}
 
 
 def restore_subtree(params_dir: str, abstract: dict, subtree: str):

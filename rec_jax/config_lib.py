@@ -1,7 +1,9 @@
 """Helpers that config files import: arg-string parsing and shared sections."""
 
+import copy
 import fnmatch
 import json
+import math
 import os
 
 from absl import logging
@@ -88,7 +90,7 @@ def data_config(dataset: str):
       data_dir='',   # '' = $REC_JAX_DATA_DIR, or download when unset.
       cache_dir='',  # '' = $REC_JAX_CACHE_DIR or ~/.cache/rec_jax/tfds.
       # Retraining: a file of `user item item ...` lines appended to the
-      # users' sequences (rec_jax.data.sources.read_new_interactions).
+      # users' sequences (rec_jax.data.sources.files.read_new_interactions).
       new_interactions='',
       # Cold start: this fraction of the catalog occurs only as test
       # targets (datasets.cold_start); results gain test_cold / test_warm.
@@ -98,26 +100,32 @@ def data_config(dataset: str):
   ))
 
 
-def model_config(*, causal: bool, max_len: int = 50, embed_dim: int = 64,
-                 num_layers: int = 2, num_heads: int = 2, mlp_dim: int = 256,
-                 dropout_rate: float = 0.2,
-                 attention_dropout_rate: float = 0.2):
+def peft_config():
+  """The fine-tune's parameter-efficient additions (models.layers.Peft):
+  all off; `peft.overrides(method)` turns a method's on. Dropped as a whole
+  by the pretraining model."""
   return ml_collections.ConfigDict(dict(
-      causal=causal, max_len=max_len, embed_dim=embed_dim,
-      num_layers=num_layers, num_heads=num_heads, mlp_dim=mlp_dim,
-      dropout_rate=dropout_rate,
-      attention_dropout_rate=attention_dropout_rate,
-      positions='absolute',  # absolute | none | relative (models.sequence).
+      lora_rank=0, lora_alpha=0.0,  # LoRA on the blocks' projections.
+      lora_table_rank=0,     # LoRA on the item table (finetune=lora: 2)
+      lora_table_init=0.02,  # std of its B factor (A starts at zero)
+      prefix_len=0, adapter_dim=0))
+
+
+def model_config(*, name: str, causal: bool, max_len: int, embed_dim: int,
+                 dropout_rate: float, **family_keys):
+  """The `model` section: the family (`name`, a module of rec_jax.models),
+  the sizes the recipe states, its family's own keys (e.g. num_layers,
+  num_heads, mlp_dim for sasrec), and switches every family shares."""
+  return ml_collections.ConfigDict(dict(
+      name=name, causal=causal, max_len=max_len, embed_dim=embed_dim,
+      dropout_rate=dropout_rate, **family_keys,
       vocab_multiple=128,  # item table rows split evenly over `model`.
       dtype='float32',     # compute dtype ('bfloat16': mixed precision;
                            # parameters and optimizer state stay float32).
       remat=False,         # recompute each block's activations in the
                            # backward pass instead of storing them.
-      # Fine-tuning methods (rec_jax.peft); 0 / 'none' = off.
-      lora_rank=0, lora_alpha=0.0, prefix_len=0, adapter_dim=0,
-      lora_table_rank=0,   # LoRA on the item table (finetune=lora sets 2)
-      lora_table_init=0.02,  # std of its B factor (A starts at zero)
-      head='none',
+      peft=peft_config(),  # fine-tuning methods (rec_jax.peft).
+      head='none',         # finetune=frozen: 'linear' (or 'mlp').
       rating_head=False,   # task=rating.
       # Item text (rec_jax.item_text, text_encoder): 0 = off; `text=true`
       # sets the text encoder's width (384, MiniLM). transductive = ID +
@@ -134,8 +142,9 @@ def model_config(*, causal: bool, max_len: int = 50, embed_dim: int = 64,
       text_random_init=False))  # ablation: the same encoder, untrained
 
 
-# model.dropout_rate / attention_dropout_rate: set from the training data
-# when the data are loaded (trainer.load_data; see dropout_from_data).
+# A value set from the training data when the data are loaded
+# (resolve_from_data): model.dropout_rate / attention_dropout_rate (see
+# dropout_from_data) and pretrain.epochs (see pretrain_epochs).
 FROM_DATA = -1.0
 
 
@@ -154,33 +163,77 @@ def dropout_from_data(interactions_per_item: float) -> float:
   if not interactions_per_item > 0:
     raise ValueError(f'interactions per item must be > 0, got '
                      f'{interactions_per_item}')
-  import math  # pylint: disable=g-import-not-at-top
   t = math.log(interactions_per_item / 30) / math.log(300 / 30)
   rate = 0.5 - 0.3 * min(max(t, 0.0), 1.0)
   return round(rate * 20) / 20
 
 
+_RATES = ('dropout_rate', 'attention_dropout_rate')
+
+
 def from_data_keys(config) -> list[str]:
-  """The model keys still at FROM_DATA (set when the data are loaded)."""
-  return [k for k in ('dropout_rate', 'attention_dropout_rate')
-          if config.model.get(k, 0.0) == FROM_DATA]
+  """The dotted keys still at FROM_DATA (set when the data are loaded)."""
+  keys = [f'model.{k}' for k in _RATES
+          if k in config.model and config.model[k] == FROM_DATA]
+  if 'pretrain' in config and config.pretrain.epochs == FROM_DATA:
+    keys.append('pretrain.epochs')
+  return keys
 
 
-def resolve_from_data(config, train, num_items: int) -> None:
-  """Sets the config's data-dependent values in place: each model dropout
-  rate left at FROM_DATA becomes dropout_from_data(training interactions
-  per item). `train`: the training sequences of the leave-one-out split.
-  A rate given explicitly (--config.model.dropout_rate=0.3) is kept."""
-  m = config.model
+def pretrain_epochs(cfg, stream) -> int:
+  """The pretraining length: num_epochs, raised until the run has at least
+  min_steps steps: small datasets (a few steps per epoch) get more passes,
+  large ones fewer. `stream`: the stage's pipeline.UserStream.
+
+  With cfg.epochs_per_pass (off by default: on ML-1M, where it gives 80
+  epochs in place of 20, it did not beat scratch on test; see
+  benchmarks/results/ablations.md) num_epochs counts passes over the
+  training items rather than epochs of one window per user: each pass is
+  pipeline.window_passes epochs, so that users with more than max_len
+  training items are seen in full (ML-1M: 4 epochs a pass; the Amazon
+  sets and LastFM, whose users mostly fit in max_len or whose min_steps
+  already asks for more: unchanged)."""
+  from rec_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  per_epoch = max(stream.steps_in_epoch(0), 1)
+  epochs = int(cfg.num_epochs)
+  if cfg.epochs_per_pass:
+    epochs *= pipeline.window_passes(stream.lengths, stream.max_len)
+  return max(epochs, -(-int(cfg.min_steps) // per_epoch))
+
+
+def resolve_from_data(config, train, num_items: int):
+  """A copy of `config` with every FROM_DATA value set from the training
+  data (`train`: the training sequences of the leave-one-out split), each
+  logged: the model's dropout rates (dropout_from_data of the training
+  interactions per item) and, when the recipe pretrains, pretrain.epochs
+  (pretrain_epochs). Values given explicitly (--config.model.dropout_rate=
+  0.3) are kept. The stages save the resolved config in config.json.
+  Nothing is copied when nothing is left to resolve."""
   keys = from_data_keys(config)
   if not keys:
-    return
-  per_item = sum(len(s) for s in train) / max(num_items, 1)
-  rate = dropout_from_data(per_item)
-  for k in keys:
-    m[k] = rate
-  logging.info('model.%s = %.2f, from the data: %.1f training interactions '
-               'per item.', ' and '.join(keys), rate, per_item)
+    return config
+  config = copy.deepcopy(config)
+  with config.unlocked():
+    rates = [k.split('.')[1] for k in keys if k.startswith('model.')]
+    if rates:
+      per_item = sum(len(s) for s in train) / max(num_items, 1)
+      rate = dropout_from_data(per_item)
+      for k in rates:
+        config.model[k] = rate
+      logging.info('model.%s = %.2f, from the data: %.1f training '
+                   'interactions per item.', ' and '.join(rates), rate,
+                   per_item)
+    if 'pretrain.epochs' in keys:
+      from rec_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+      cfg = config.pretrain
+      stream = pipeline.UserStream(
+          train, batch_size=cfg.batch_size, max_len=config.model.max_len,
+          seed=config.seed + 1, random_prefix=cfg.random_prefix)
+      cfg.epochs = pretrain_epochs(cfg, stream)
+      logging.info('pretrain.epochs = %d, from the data: at least %d epochs '
+                   'and %d steps (%d steps in the first epoch).', cfg.epochs,
+                   cfg.num_epochs, cfg.min_steps, stream.steps_in_epoch(0))
+  return config
 
 
 def optimizer_config(lr: float = 1e-3, **overrides):
@@ -207,11 +260,11 @@ def eval_config(batch_size: int = 256):
   ))
 
 
-def finetune_config(*, objective: str = 'causal', loss: str = 'ce',
-                    mask_prob: float = 0.0, lr: float = 1e-3,
-                    batch_size: int = 16, num_epochs: int = 200,
-                    patience: int = 10):
-  """The supervised (next-item) training stage."""
+def finetune_config(*, objective: str, loss: str, lr: float,
+                    batch_size: int, num_epochs: int, patience: int,
+                    mask_prob: float = 0.0):
+  """The supervised (next-item) training stage: the hyperparameters the
+  recipe states, then switches that are off unless asked for."""
   return ml_collections.ConfigDict(dict(
       objective=objective,  # causal: next item everywhere; cloze: masked.
       loss=loss,            # ce: full softmax over the catalog.
@@ -225,9 +278,9 @@ def finetune_config(*, objective: str = 'causal', loss: str = 'ce',
       patience=patience,    # evaluations without improvement.
       optimizer=optimizer_config(lr=lr),
       method='full',        # rec_jax.peft: full | frozen | partial | lora |
-      partial_layers=1,     # prefix | adapter (set with peft.configure).
+      partial_layers=1,     # prefix | adapter (see peft.overrides).
       label_fraction=1.0,   # fine-tune on this fraction of users.
-      task='next',          # next | ctr (rec_jax.tasks.configure).
+      task='next',          # next | ctr | rating (rec_jax.tasks).
       # Memory: gradient accumulation over this many slices of each batch;
       # full-softmax CE over the catalog in chunks of this many rows (0:
       # at once). With mesh.model > 1 the CE is sharded over the catalog.
@@ -260,35 +313,34 @@ def aux_config(*, batch_size: int = 128, temperature: float = 1.0,
   ))
 
 
-OBJECTIVES = ('cloze', 'causal', 'contrastive', 'duorec', 'aap', 'mip', 'map',
-              'sp')
-
-
-def pretrain_config(objectives: dict, *, enabled: bool = True,
-                    num_epochs: int = 20, min_steps: int = 300,
-                    epochs_per_pass: bool = False,
-                    batch_size: int = 256,
-                    lr: float = 1e-3, mask_prob: float = 0.2,
-                    temperature: float = 1.0, similarity: str = 'dot',
-                    ops: str = 'crop,mask,reorder'):
+def pretrain_config(objectives: dict, *, num_epochs: int, min_steps: int,
+                    batch_size: int, lr: float, mask_prob: float,
+                    temperature: float, similarity: str, ops: str,
+                    enabled: bool = True, random_prefix: bool = True,
+                    epochs_per_pass: bool = False):
   """The self-supervised stage (rec_jax.pretrain); weights of every known
   objective are present (0 = off) so any can be switched on from the
   command line, e.g. --config.pretrain.objectives.sp=0.5."""
-  unknown = set(objectives) - set(OBJECTIVES)
+  # pylint: disable-next=g-import-not-at-top
+  from rec_jax import objectives as objectives_lib
+  unknown = set(objectives) - set(objectives_lib.NAMES)
   if unknown:
     raise ValueError(f'unknown pretraining objectives {sorted(unknown)}')
   return ml_collections.ConfigDict(dict(
       enabled=enabled,
-      objectives={k: float(objectives.get(k, 0.0)) for k in OBJECTIVES},
+      objectives={k: float(objectives.get(k, 0.0))
+                  for k in objectives_lib.NAMES},
       num_epochs=num_epochs,     # at least; raised to reach min_steps.
       min_steps=min_steps,
       # True: num_epochs counts passes over the training items, each
       # pipeline.window_passes epochs of one window per user (4 on ML-1M,
       # whose users mostly have more than max_len items); see
-      # rec_jax.pretrain.epochs_for.
+      # pretrain_epochs.
       epochs_per_pass=epochs_per_pass,
+      epochs=int(FROM_DATA),     # the length those give on the data.
       batch_size=batch_size,     # users (one per row) per step.
-      random_prefix=True,        # each epoch, a random prefix of each user.
+      random_prefix=random_prefix,  # each epoch, a random prefix of each
+                                    # user (False: the newest window).
       mask_prob=mask_prob,       # cloze / mip / map.
       temperature=temperature,   # InfoNCE.
       similarity=similarity,     # InfoNCE: dot | cosine.
@@ -318,7 +370,10 @@ def smoke(config):
   """Shrinks a config to a run of seconds on CPU (tests, quick checks)."""
   config.data.synthetic.update(num_users=128, num_items=60, num_clusters=4,
                                max_len=12)
-  config.model.update(max_len=10, embed_dim=16, mlp_dim=32, num_layers=1)
+  config.model.update(max_len=10, embed_dim=16)
+  for key, value in (('mlp_dim', 32), ('num_layers', 1)):
+    if key in config.model:
+      config.model[key] = value
   config.finetune.update(num_epochs=3, batch_size=8, patience=5)
   if 'pretrain' in config:
     config.pretrain.update(num_epochs=2, min_steps=0, batch_size=16)
@@ -328,20 +383,53 @@ def smoke(config):
   return config
 
 
-def pretrain_recipe(arg, objectives: dict, **pretrain_kwargs):
-  """A two-stage recipe: self-supervised pretraining of the encoder with
-  `objectives`, then the SASRec fine-tune (causal, full-softmax CE, dropout
-  from the data: 0.5 on sparse catalogues, 0.2 on dense ones, see
-  dropout_from_data; early stopping), evaluated by full ranking.
+def runtime_sections(config):
+  """Where and how a recipe runs, the same for every recipe: mesh and axis
+  rules, checkpoints, init_from and the logging cadence."""
+  config.mesh = mesh_config()
+  config.axis_rules = axis_rules()
+  config.checkpoint = checkpoint_config()
+  config.init_from = init_from_config()
+  config.log_every_steps = 50
+  return config
 
-  Arg string keys: dataset, seed, pretrain (false: the identical fine-tune
-  from random initialisation, the ablation baseline), finetune (full |
-  frozen | partial | lora | prefix | adapter, see rec_jax.peft),
-  label_fraction (fine-tune on that fraction of users), task (next | ctr,
-  see rec_jax.tasks), pretrain_epochs (0: the recipe's length, else at
-  least that many epochs of pretraining), pretrain_window (random: each
-  epoch a random prefix of each user's training items, the default;
-  newest: the newest max_len of them, as the fine-tune sees them), smoke.
+
+def override(config, overrides: dict):
+  """Sets dotted keys ({'model.peft.lora_rank': 8}) of `config`, each of
+  which must exist: the explicit edits that peft.overrides and
+  tasks.overrides return. Returns config.
+
+  Raises:
+    KeyError: naming a key the config does not have.
+  """
+  for key, value in overrides.items():
+    *path, name = key.split('.')
+    node = config
+    for part in path:
+      if part not in node:
+        raise KeyError(f'override {key}={value!r}: the config has no '
+                       f'section {part!r}')
+      node = node[part]
+    if name not in node:
+      raise KeyError(f'override {key}={value!r}: the config has no key '
+                     f'{name!r} under {".".join(path) or "the root"}')
+    node[name] = value
+  return config
+
+
+def pretrain_args(arg):
+  """The arg string of the pretraining recipes (configs/recommended.py,
+  cl4srec.py, cloze.py, duorec.py, s3rec.py, causal.py), parsed and checked.
+
+  Keys: dataset, seed, pretrain (false: the identical fine-tune from random
+  initialisation, the ablation baseline), finetune (full | frozen | partial
+  | lora | prefix | adapter, see rec_jax.peft), label_fraction (fine-tune
+  on that fraction of users), task (next | ctr | rating, see rec_jax.tasks),
+  text (item text through the adaptor), pretrain_epochs (0: the recipe's
+  length, else at least that many epochs of pretraining), pretrain_window
+  (random: each epoch a random prefix of each user's training items, the
+  default; newest: the newest max_len of them, as the fine-tune sees them),
+  smoke.
   """
   args = parse_arg(arg, dataset='synthetic', seed=0, pretrain=True,
                    finetune='full', label_fraction=1.0, task='next',
@@ -353,44 +441,19 @@ def pretrain_recipe(arg, objectives: dict, **pretrain_kwargs):
   if args.pretrain_window not in ('random', 'newest'):
     raise ValueError(f'pretrain_window={args.pretrain_window!r} in {arg!r}: '
                      "expected 'random' or 'newest'.")
-  if args.pretrain_epochs:
-    pretrain_kwargs = dict(pretrain_kwargs, num_epochs=args.pretrain_epochs)
-  config = ml_collections.ConfigDict()
-  config.seed = args.seed
-  config.data = data_config(args.dataset)
-  config.model = model_config(causal=True, dropout_rate=FROM_DATA,
-                              attention_dropout_rate=FROM_DATA)
-  if args.text:
-    config.model.text_dim = 384  # all-MiniLM-L6-v2
-  config.pretrain = pretrain_config(objectives, enabled=bool(args.pretrain),
-                                    **pretrain_kwargs)
-  config.pretrain.random_prefix = args.pretrain_window == 'random'
-  config.finetune = finetune_config()
-  config.finetune.label_fraction = args.label_fraction
+  return args
+
+
+def finish_pretrain_recipe(config, args):
+  """What the pretraining recipes' arg string sets after their sections:
+  the fine-tuning method's and the task's overrides (rec_jax.peft,
+  rec_jax.tasks), the label fraction, then `smoke`. Returns config."""
   from rec_jax import peft  # pylint: disable=g-import-not-at-top
-  peft.configure(config, args.finetune)
-  config = add_common_sections(config, smoke_run=args.smoke)
   from rec_jax import tasks  # pylint: disable=g-import-not-at-top
-  return tasks.configure(config, args.task)
-
-
-def add_common_sections(config, *, smoke_run: bool):
-  """Sharding, checkpoint, eval and logging sections every recipe shares;
-  then shrinks the whole config when `smoke_run`."""
-  config.mesh = mesh_config()
-  config.axis_rules = axis_rules()
-
-  config.checkpoint = checkpoint_config()
-
-  config.init_from = init_from_config()
-
-  config.eval = eval_config()
-
-  config.log_every_steps = 50
-
-  if smoke_run:
-    smoke(config)
-  return config
+  config.finetune.label_fraction = args.label_fraction
+  override(config, peft.overrides(args.finetune))
+  override(config, tasks.overrides(args.task))
+  return smoke(config) if args.smoke else config
 
 
 # ------------------------------------------------------- resume checks ----
@@ -401,7 +464,10 @@ RESUME_FREE = ('mesh.*', 'axis_rules', 'checkpoint.*', 'log_every_steps',
                'data.data_dir', 'data.cache_dir', 'eval.batch_size',
                'eval.top_k', 'eval.sampled')
 # Sections a stage's results do not depend on.
-STAGE_FREE = {'pretrain': ('finetune.*', 'init_from.*', 'eval.*'),
+# The pretraining stage's encoder is the plain one: the fine-tune's
+# additions (model.peft, the task heads) do not change it.
+STAGE_FREE = {'pretrain': ('finetune.*', 'init_from.*', 'eval.*',
+                           'model.peft.*', 'model.head', 'model.rating_head'),
               'finetune': (),
               'eval': ('eval.*',)}
 
@@ -484,3 +550,42 @@ def check_resume(stage_dir: str, config, stage: str, allow=(),
         f'started with another config ({path}); resuming it would mix two '
         f'recipes:\n{lines}\nUse a fresh --workdir, or pass '
         '--allow_changed=KEY,... to resume anyway.')
+
+
+# ------------------------------------------------------- saved configs ----
+
+# Keys that moved since configs were first saved (config.json of a run).
+MOVED = {f'model.{k}': f'model.peft.{k}' for k in (
+    'lora_rank', 'lora_alpha', 'lora_table_rank', 'lora_table_init',
+    'prefix_len', 'adapter_dim')}
+# Keys added since, with the value that gives the older runs' behaviour
+# (where the saved config has their section): pretrain.epochs is set from
+# the data by the rule the older code applied at run time.
+ADDED = {'model.name': 'sasrec', 'pretrain.epochs': int(FROM_DATA)}
+
+
+def upgrade(saved: dict) -> dict:
+  """A saved config (config.json as a dict) in today's layout: moved keys
+  (MOVED) at their new place, added keys (ADDED) at the value that older
+  code implied, a `model.peft` section filled from its defaults. A run
+  made before a change still exports, serves and evaluates."""
+  saved = copy.deepcopy(saved)
+  model = saved.setdefault('model', {})
+  peft_section = model.setdefault('peft', {})
+  for old, new in MOVED.items():
+    name = old.split('.')[1]
+    if name in model:
+      peft_section.setdefault(new.split('.')[2], model.pop(name))
+  for key, value in peft_config().to_dict().items():
+    peft_section.setdefault(key, value)
+  for key, value in ADDED.items():
+    section, name = key.split('.')
+    if section in saved:
+      saved[section].setdefault(name, value)
+  return saved
+
+
+def load_saved(path: str) -> ml_collections.ConfigDict:
+  """The config a run saved (`<stage>/config.json`), upgraded."""
+  with open(path, encoding='utf-8') as f:
+    return ml_collections.ConfigDict(upgrade(json.load(f)))

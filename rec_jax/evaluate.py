@@ -17,13 +17,12 @@ import jax.numpy as jnp
 import numpy as np
 import tqdm
 
-from rec_jax import checkpoints
 from rec_jax import metrics
+from rec_jax import models
 from rec_jax import sharding
 from rec_jax import tasks
 from rec_jax import trainer
 from rec_jax.data import pipeline
-from rec_jax.models import sequence
 
 
 def encode_step(params, batch, *, graphdef):
@@ -77,24 +76,19 @@ def candidate_scores_step(params, batch, *, graphdef):
       jnp.float32)
 
 
-def rating_step(params, batch, *, graphdef, mean: float):
-  """Predicted ratings [E] of each user's target item. Jit-able."""
-  model = nnx.merge(graphdef, params)
-  return model.rating_head(batch['user'], batch['targets'],
-                           model.encoder.item_table(), mean,
-                           batch['history_sum'], batch['history_count'])
-
-
 class Evaluator:
   """Evaluates params on (histories, targets) lists, batched and sharded.
 
   Two passes: the encoder runs over packed histories (several users to a
-  row, as in training) to get one vector per user; then batches of
-  `batch_size` user vectors are scored against the whole catalog.
+  row, as in training; one user per row, left-padded, for a family that
+  does not pack: `packed`) to get one vector per user; then batches of
+  `batch_size` user vectors are scored against the whole catalog, or by
+  any step of (params, batch) through `map_users`.
   """
 
   def __init__(self, *, graphdef, mesh, max_len: int, mask_id: int | None,
-               batch_size: int, top_k: int = 20, exclude_history: bool = True):
+               batch_size: int, top_k: int = 20, exclude_history: bool = True,
+               packed: bool = True):
     sharding.check_batch(batch_size, mesh, 'eval.batch_size')
     self.mesh = mesh
     self.max_len = max_len
@@ -102,24 +96,22 @@ class Evaluator:
     self.batch_size = batch_size
     self.top_k = top_k
     self.exclude_history = exclude_history
+    self.packed = packed
+    self._graphdef = graphdef
     self._encode = jax.jit(functools.partial(encode_step, graphdef=graphdef))
     self._full = {
         keep: jax.jit(functools.partial(
             full_ranking_step, graphdef=graphdef, top_k=top_k if keep else 0,
             mesh=mesh, exclude_history=exclude_history))
         for keep in (False, True)}
-    self._sampled = jax.jit(functools.partial(sampled_step,
-                                              graphdef=graphdef))
-    self._cand = jax.jit(functools.partial(candidate_scores_step,
-                                           graphdef=graphdef))
-    self._graphdef = graphdef
-    self._rating = {}
+    self._steps = {}  # step function -> its jitted form.
 
   def user_vectors(self, params, histories) -> np.ndarray:
     """[N, D] encoder output at each history's newest position."""
     packed, where = pipeline.pack_eval(histories, self.max_len,
                                        mask_id=self.mask_id,
-                                       row_multiple=self.batch_size)
+                                       row_multiple=self.batch_size,
+                                       packed=self.packed)
     rows = sharding.process_rows(self.batch_size)
     hidden = []
     for start in range(0, len(packed['inputs']), self.batch_size):
@@ -130,7 +122,9 @@ class Evaluator:
     hidden = np.concatenate(hidden)
     return hidden[where[:, 0], where[:, 1]]
 
-  def _batches(self, users, histories, targets, extra=None, fields=None):
+  def batches(self, users, histories, targets, fields=None):
+    """(valid rows, global batch) of `batch_size` users: `user` vectors,
+    `targets`, the `exclude` history items and any per-user `fields`."""
     n = len(histories)
     rows = sharding.process_rows(self.batch_size)
     # One exclusion width for the whole pass: one compilation, not one per
@@ -144,12 +138,23 @@ class Evaluator:
                    targets=np.asarray(targets, np.int32)[idx],
                    exclude=pipeline.pad_histories(
                        [histories[i] for i in idx], width))
-      if extra is not None:
-        batch['candidates'] = extra[idx]
       for name, value in (fields or {}).items():
         batch[name] = value[idx]
       local = {k: v[rows] for k, v in batch.items()}
       yield valid, sharding.host_to_global(self.mesh, local)
+
+  def map_users(self, step, params, histories, targets, *,
+                fields=None) -> np.ndarray:
+    """`step(params, batch, *, graphdef)` over every user's batch row
+    (see `batches`), jitted once per step; its outputs, concatenated."""
+    if step not in self._steps:
+      self._steps[step] = jax.jit(functools.partial(
+          step, graphdef=self._graphdef))
+    users = self.user_vectors(params, histories)
+    out = []
+    for valid, batch in self.batches(users, histories, targets, fields):
+      out.append(_gather(self._steps[step](params, batch))[valid])
+    return np.concatenate(out)
 
   def full_ranking(self, params, histories, targets, *, desc='eval',
                    keep_top=False):
@@ -162,7 +167,7 @@ class Evaluator:
     all_ranks, all_top = [], []
     n = len(histories)
     for valid, batch in tqdm.tqdm(
-        self._batches(users, histories, targets), desc=desc, leave=False,
+        self.batches(users, histories, targets), desc=desc, leave=False,
         total=-(-n // self.batch_size), disable=jax.process_index() != 0):
       ranks, top = _gather(self._full[keep_top](params, batch))
       all_ranks.append(ranks[valid])
@@ -174,53 +179,27 @@ class Evaluator:
 
   def candidate_scores(self, params, histories, candidates) -> np.ndarray:
     """float32 [N, C]: each user's scores of its candidate items."""
-    users = self.user_vectors(params, histories)
     cands = np.asarray(candidates, np.int32)
-    out = []
-    for valid, batch in self._batches(users, histories, cands[:, 0],
-                                      extra=cands):
-      out.append(_gather(self._cand(params, batch))[valid])
-    return np.concatenate(out)
-
-  def rating(self, params, histories, items, ratings, mean: float,
-             history_ratings) -> dict:
-    """RMSE / MAE of the predicted ratings of `items` after `histories`,
-    whose own ratings are `history_ratings` (the encoder's window of them,
-    the newest max_len, feeds the user term of the rating head)."""
-    if mean not in self._rating:
-      self._rating[mean] = jax.jit(functools.partial(
-          rating_step, graphdef=self._graphdef, mean=mean))
-    users = self.user_vectors(params, histories)
-    window = [np.asarray(r, np.float32)[-self.max_len:]
-              for r in history_ratings]
-    fields = dict(
-        history_sum=np.array([w.sum() for w in window], np.float32),
-        history_count=np.array([len(w) for w in window], np.float32))
-    pred = []
-    for valid, batch in self._batches(users, histories, items,
-                                      fields=fields):
-      pred.append(_gather(self._rating[mean](params, batch))[valid])
-    return tasks.rating_metrics(np.concatenate(pred), ratings)
-
-  def ctr(self, params, histories, targets, negatives) -> dict:
-    """AUC and log loss of targets (positives) against negatives."""
-    cands = np.concatenate([np.asarray(targets, np.int32)[:, None],
-                            np.asarray(negatives, np.int32)], axis=1)
-    s = self.candidate_scores(params, histories, cands)
-    return tasks.metrics(s[:, 0], s[:, 1:])
+    return self.map_users(candidate_scores_step, params, histories,
+                          cands[:, 0], fields=dict(candidates=cands))
 
   def sampled(self, params, histories, targets, negatives):
     """Metrics ranking each target against its own sampled negatives."""
-    users = self.user_vectors(params, histories)
     cands = np.concatenate([np.asarray(targets, np.int32)[:, None],
                             np.asarray(negatives, np.int32)], axis=1)
-    all_ranks = []
-    for valid, batch in self._batches(users, histories, targets,
-                                      extra=cands):
-      ranks = _gather(self._sampled(params, batch))
-      all_ranks.append(ranks[valid])
-    ranks = np.concatenate(all_ranks)
+    ranks = self.map_users(sampled_step, params, histories, targets,
+                           fields=dict(candidates=cands))
     return metrics.mean(metrics.from_ranks(ranks, xp=np))
+
+
+def make_evaluator(config, graphdef, mesh, num_items: int) -> Evaluator:
+  """The Evaluator of a recipe's model on `mesh`."""
+  return Evaluator(
+      graphdef=graphdef, mesh=mesh, max_len=config.model.max_len,
+      mask_id=None if config.model.causal else num_items + 1,
+      batch_size=config.eval.batch_size, top_k=config.eval.top_k,
+      exclude_history=config.eval.exclude_history,
+      packed=models.packs_rows(config.model))
 
 
 def _gather(tree):
@@ -270,40 +249,28 @@ def log_table(results: dict):
   return '\n'.join(lines)
 
 
-def load_trained(config, train_workdir: str):
-  """The data, model and best checkpoint of a trained stage, with an
-  Evaluator for them.
-
-  Returns:
-    (ds, split, mesh, graphdef, params, meta, evaluator).
-  """
-  ds, split = trainer.load_data(config)
-  mesh = sharding.make_mesh(config.mesh)
-  graphdef, abs_params, param_sh = trainer.abstract_model(
-      lambda rngs: sequence.build(config.model, ds.num_items, rngs=rngs),
-      config, mesh)
-  abstract = jax.tree.map(
-      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-      abs_params, param_sh)
-  params, meta = checkpoints.restore_best_params(train_workdir, abstract)
-  evaluator = Evaluator(
-      graphdef=graphdef, mesh=mesh, max_len=config.model.max_len,
-      mask_id=None if config.model.causal else ds.num_items + 1,
-      batch_size=config.eval.batch_size, top_k=config.eval.top_k,
-      exclude_history=config.eval.exclude_history)
-  return ds, split, mesh, graphdef, params, meta, evaluator
-
-
-def run(config, train_workdir: str, workdir: str) -> dict:
+def run(config, train_workdir: str, workdir: str, data=None) -> dict:
   """The `eval` stage: the best checkpoint of `train_workdir` on valid/test.
 
   Writes `<workdir>/predictions.jsonl` (every test user's target and top-k).
 
+  Args:
+    config: the recipe.
+    train_workdir: the trained (fine-tune) stage.
+    workdir: where predictions.jsonl goes.
+    data: (dataset, split) as trainer.load_data gives them (loaded when
+      None).
+
   Returns:
     {'valid': metrics, 'test': metrics[, 'test_sampled': metrics], ...}.
   """
-  ds, split, mesh, graphdef, params, meta, evaluator = load_trained(
-      config, train_workdir)
+  data = data or trainer.load_data(config)
+  config = trainer.resolved(config, data)
+  ds, split = data
+  mesh = sharding.make_mesh(config.mesh)
+  graphdef, params, meta = trainer.load_trained(config, train_workdir,
+                                                ds.num_items, mesh)
+  evaluator = make_evaluator(config, graphdef, mesh, ds.num_items)
   t = time.perf_counter()
   valid, _ = evaluator.full_ranking(params, split.valid_history,
                                     split.valid_target, desc='valid')
@@ -324,37 +291,8 @@ def run(config, train_workdir: str, workdir: str) -> dict:
           split.test_target[idx], desc=name)
       results[name + '_users'] = int(len(idx))
     results['protocol']['cold_items'] = int(len(ds.cold_items))
-  if config.finetune.get('task', 'next') == 'rating':
-    train_r, valid_r, test_r = tasks.rating_split(ds)
-    mean = float(np.concatenate(train_r).mean())
-    results['valid_ranking'], results['test_ranking'] = valid, test
-    results['valid'] = evaluator.rating(params, split.valid_history,
-                                        split.valid_target, valid_r, mean,
-                                        train_r)
-    results['test'] = evaluator.rating(
-        params, split.test_history, split.test_target, test_r, mean,
-        tasks.history_ratings(train_r, valid_r))
-    results['baselines'] = tasks.rating_baselines(
-        split.train, train_r, split.test_target, test_r)
-    results['protocol'] = dict(task='rating', split='leave-one-out',
-                               target='rating of the held-out item')
-  if config.finetune.get('task', 'next') == 'ctr':
-    # The task's own metrics lead; full ranking is kept beside them.
-    counts = tasks.train_counts(split.train, ds.num_items)
-    k = config.eval.ctr_negatives
-    pairs = {}
-    for name, hist, target, seed in (
-        ('valid', split.valid_history, split.valid_target, 1),
-        ('test', split.test_history, split.test_target, 2)):
-      neg = tasks.popularity_negatives(hist, target, counts, k, seed)
-      pairs[name] = (target, neg)
-      results[name + '_ranking'] = results[name]
-      results[name] = evaluator.ctr(params, hist, target, neg)
-    results['baselines'] = {'popularity': tasks.popularity_baseline(
-        counts, pairs['valid'], pairs['test'])}
-    results['protocol'] = dict(
-        task='ctr', negatives_per_positive=k, negatives='popularity, '
-        'outside the history', split='leave-one-out')
+  results = tasks.get(config.finetune.task).results(
+      config, ds, split, evaluator, params, results)
   if config.eval.sampled and ds.sample_negatives is not None:
     results['test_sampled'] = evaluator.sampled(
         params, split.test_history, split.test_target, ds.sample_negatives)
@@ -380,9 +318,9 @@ def _summary(workdir: str, stage: str):
     return json.load(f)
 
 
-def run_eval(config, workdir: str) -> dict:
+def run_eval(config, workdir: str, data=None) -> dict:
   """Evaluates the best fine-tuned checkpoint; writes results.json."""
-  results = run(config, os.path.join(workdir, 'finetune'), workdir)
+  results = run(config, os.path.join(workdir, 'finetune'), workdir, data)
   train_summary = _summary(workdir, 'finetune')
   if train_summary is None:
     raise FileNotFoundError(f'{workdir}/finetune/summary.json is missing: '

@@ -26,7 +26,6 @@ full-width row, so short histories cost less), with the `exclude` ids
 
 import datetime
 import hashlib
-import json
 import os
 import shutil
 
@@ -40,10 +39,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from rec_jax import checkpoints
+from rec_jax import config_lib
 from rec_jax import finetune
 from rec_jax import metrics
 from rec_jax import sharding
+from rec_jax import tasks
 from rec_jax import trainer
 
 FORMAT_VERSION = 1
@@ -62,8 +62,8 @@ def stage_dir(workdir: str) -> str:
 
 
 def load_config(stage: str) -> ml_collections.ConfigDict:
-  with open(os.path.join(stage, 'config.json'), encoding='utf-8') as f:
-    return ml_collections.ConfigDict(json.load(f))
+  """The config a trained stage was run with (config_lib.load_saved)."""
+  return config_lib.load_saved(os.path.join(stage, 'config.json'))
 
 
 def bake_text(config, graphdef, params, num_items: int, mesh):
@@ -119,30 +119,25 @@ def export(workdir: str, out: str | None = None, *, k_max: int = 0,
            exclude_len: int = 0) -> str:
   """Writes the artifact of `workdir`'s best fine-tuned params; returns its
   directory. `k_max` (default min(100, num_items)) is the longest list a
-  request may ask for; `exclude_len` (default max(200, 4 * max_len)) is how many of
-  the newest distinct history items a request can exclude."""
+  request may ask for; `exclude_len` (default max(200, 4 * max_len)) is how
+  many of the newest distinct history items a request can exclude."""
   stage = stage_dir(workdir)
   config = load_config(stage)
-  if config.finetune.get('task', 'next') != 'next':
+  if not tasks.get(config.finetune.task).SERVED:
     raise ValueError(f'{stage}: task={config.finetune.task!r}; only '
                      'next-item models are served for top-K.')
   ds, _ = trainer.load_data(config)
   mesh = sharding.make_mesh(ml_collections.ConfigDict(
       dict(data=1, fsdp=1, model=1)))
-  graphdef, abs_params, param_sh = finetune.abstract_model(
-      config, ds.num_items, mesh)
-  abstract = jax.tree.map(
-      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-      abs_params, param_sh)
-  params, meta = checkpoints.restore_best_params(stage, abstract)
-  if config.model.get('text_tune_layers', 0):
+  graphdef, params, meta = trainer.load_trained(config, stage, ds.num_items,
+                                                mesh)
+  if config.model.text_tune_layers:
     config, graphdef, params = bake_text(config, graphdef, params,
                                          ds.num_items, mesh)
   params = jax.device_get(params)
   leaves, treedef = jax.tree.flatten(params)
   max_len = int(config.model.max_len)
   mask_id = None if config.model.causal else ds.num_items + 1
-  num_rows = int(nnx.merge(graphdef, params).encoder.item_table().shape[0])
   k_max = k_max or min(100, ds.num_items)
   if not 1 <= k_max <= ds.num_items:
     raise ValueError(f'k_max={k_max}: expected 1..{ds.num_items} (the '
@@ -155,10 +150,28 @@ def export(workdir: str, out: str | None = None, *, k_max: int = 0,
       [jax.ShapeDtypeStruct(x.shape, x.dtype) for x in leaves],
       jax.ShapeDtypeStruct((b, width), jnp.int32),
       jax.ShapeDtypeStruct((b, exclude_len), jnp.int32))
+  run_dir = os.path.dirname(stage) if stage.endswith('finetune') else stage
+  manifest = dict(
+      format_version=FORMAT_VERSION, dataset=ds.name, num_items=ds.num_items,
+      table_rows=int(nnx.merge(graphdef, params).encoder.item_table(
+      ).shape[0]), max_len=max_len, exclude_len=exclude_len, k_max=k_max,
+      bidirectional=mask_id is not None,
+      num_params=int(sum(np.size(x) for x in leaves)),
+      num_arrays=len(leaves), workdir=run_dir, step=int(meta['step']),
+      platforms=list(exported.platforms), jax_version=jax.__version__,
+      created=datetime.datetime.now(datetime.timezone.utc).isoformat(
+          timespec='seconds'))
+  out = os.path.abspath(out or os.path.join(run_dir, 'export'))
+  write_artifact(out, exported, leaves, manifest, ds, config)
+  logging.info('Exported %s (step %d, %d items) to %s.', stage,
+               manifest['step'], ds.num_items, out)
+  return out
 
-  out = os.path.abspath(out or os.path.join(os.path.dirname(stage)
-                                            if stage.endswith('finetune')
-                                            else stage, 'export'))
+
+def write_artifact(out: str, exported, leaves, manifest: dict, ds, config):
+  """Writes the artifact directory (module docstring) at once: readers
+  never see a half-written one. The manifest's `id` is the sha256 of the
+  function and its weights."""
   tmp = out + '.tmp'
   shutil.rmtree(tmp, ignore_errors=True)
   os.makedirs(tmp)
@@ -170,23 +183,13 @@ def export(workdir: str, out: str | None = None, *, k_max: int = 0,
   for name in ('recommend.jax', 'params.npz'):
     with open(os.path.join(tmp, name), 'rb') as f:
       digest.update(f.read())
-  manifest = dict(
-      format_version=FORMAT_VERSION, id=digest.hexdigest()[:12], dataset=ds.name, num_items=ds.num_items,
-      table_rows=num_rows, max_len=max_len, exclude_len=exclude_len,
-      k_max=k_max, bidirectional=mask_id is not None,
-      num_params=int(sum(np.size(x) for x in leaves)),
-      num_arrays=len(leaves), workdir=os.path.dirname(stage)
-      if stage.endswith('finetune') else stage, step=int(meta['step']),
-      platforms=list(exported.platforms), jax_version=jax.__version__,
-      created=datetime.datetime.now(datetime.timezone.utc).isoformat(
-          timespec='seconds'))
+  manifest = dict(manifest, id=digest.hexdigest()[:12])
   trainer.save_json(os.path.join(tmp, 'manifest.json'), manifest)
   trainer.save_json(os.path.join(tmp, 'items.json'), dict(
       num_items=ds.num_items,
       text=list(ds.item_text) if ds.item_text is not None else None))
   with open(os.path.join(tmp, 'config.json'), 'w', encoding='utf-8') as f:
     f.write(config.to_json_best_effort(indent=2, sort_keys=True))
-  # Readers never see a half-written artifact: swap the directory at once.
   if os.path.exists(out):
     old = out + '.old'
     shutil.rmtree(old, ignore_errors=True)
@@ -195,9 +198,6 @@ def export(workdir: str, out: str | None = None, *, k_max: int = 0,
     shutil.rmtree(old, ignore_errors=True)
   else:
     os.rename(tmp, out)
-  logging.info('Exported %s (step %d, %d items) to %s.', stage,
-               manifest['step'], ds.num_items, out)
-  return out
 
 
 def main(argv):

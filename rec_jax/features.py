@@ -25,8 +25,7 @@ import numpy as np
 from ml_collections import config_flags
 import tqdm
 
-from rec_jax import bridge
-from rec_jax import finetune
+from rec_jax import models
 from rec_jax import sharding
 from rec_jax import trainer
 from rec_jax.data import pipeline
@@ -47,22 +46,13 @@ def histories(ds, split, which: str):
   raise ValueError(f'history={which!r}: expected one of {HISTORIES}')
 
 
-def load_encoder(config, path: str, mesh):
-  """(graphdef, params) of the fine-tune model with the encoder read from
-  the checkpoint under `path` (a pretrain or fine-tune stage or run)."""
-  ds, _ = trainer.load_data(config)
-  graphdef, _, param_sh = finetune.abstract_model(config, ds.num_items, mesh)
-  params = finetune.init_params(config, ds.num_items, mesh, param_sh, 0)
-  params, _ = bridge.init_subtree(path, params, param_sh)
-  return graphdef, params
-
-
 def user_embeddings(graphdef, params, hist, *, max_len: int, layer: int,
                     batch_size: int = 512, mask_id: int | None = None,
-                    desc: str = 'users'):
+                    packed: bool = True, desc: str = 'users'):
   """float32 [N, D]: the chosen layer's output at each history's newest
   position (with `mask_id`, at an appended [MASK], for bidirectional
-  encoders)."""
+  encoders); histories share rows unless `packed` is False (a family that
+  does not pack, rec_jax.models)."""
 
   @jax.jit
   def encode(params, batch, where):
@@ -72,7 +62,7 @@ def user_embeddings(graphdef, params, hist, *, max_len: int, layer: int,
     h = outs[layer]
     return h[where[:, 0], where[:, 1]]
 
-  num_layers = len(nnx.merge(graphdef, params).encoder.blocks)
+  num_layers = nnx.merge(graphdef, params).encoder.num_layers
   if not -1 <= layer <= num_layers:
     raise ValueError(f'layer={layer}: the encoder has layers 0..{num_layers} '
                      '(0 = embeddings, -1 = final output)')
@@ -81,7 +71,8 @@ def user_embeddings(graphdef, params, hist, *, max_len: int, layer: int,
     chunk = list(hist[start:start + batch_size])
     n = len(chunk)
     chunk += [np.zeros(0, np.int32)] * (batch_size - n)  # fixed shapes.
-    batch, where = pipeline.pack_eval(chunk, max_len, mask_id=mask_id)
+    batch, where = pipeline.pack_eval(chunk, max_len, mask_id=mask_id,
+                                      packed=packed)
     rows = batch['inputs'].shape[0]
     batch = {k: np.pad(v, ((0, batch_size - rows), (0, 0)))
              for k, v in batch.items()}
@@ -119,14 +110,17 @@ def extract(config, path: str, out_dir: str, *, layer: int = -1,
             batch_size: int = 512) -> dict:
   """Writes user and item embeddings; returns {'users': file, 'items': file}."""
   ds, split = trainer.load_data(config)
+  config = trainer.resolved(config, (ds, split))
   mesh = sharding.make_mesh(config.mesh)
-  graphdef, params = load_encoder(config, path, mesh)
+  graphdef, params, _ = trainer.load_trained(config, path, ds.num_items, mesh,
+                                             encoder_only=True)
   params = jax.device_get(params)
   hist = histories(ds, split, history)
   mask_id = None if config.model.causal else ds.num_items + 1
   users = user_embeddings(graphdef, params, hist,
                           max_len=config.model.max_len, layer=layer,
-                          batch_size=batch_size, mask_id=mask_id)
+                          batch_size=batch_size, mask_id=mask_id,
+                          packed=models.packs_rows(config.model))
   os.makedirs(out_dir, exist_ok=True)
   files = dict(
       users=write(os.path.join(out_dir, 'users'), split.users, users, fmt,

@@ -1,5 +1,6 @@
-"""The next-item training stage: train a sequence encoder on the training
-part of a leave-one-out split, early-stopped on validation NDCG@10.
+"""The supervised training stage: train a sequence encoder on the training
+part of a leave-one-out split for the recipe's task (rec_jax.tasks: next
+item, ctr or rating), early-stopped on the task's validation metric.
 
   python -m rec_jax.main --config=configs/sasrec.py:dataset=beauty \
       --workdir=/tmp/sasrec_beauty --stage=finetune
@@ -9,8 +10,9 @@ Start-up precedence: (1) resume from this stage's own checkpoints if any;
 rec_jax.bridge) and the rest fresh; (3) else fresh initialisation.
 """
 
+import dataclasses
 import functools
-import os
+from typing import Callable
 
 from absl import logging
 from flax import nnx
@@ -20,9 +22,9 @@ import numpy as np
 import optax
 
 from rec_jax import bridge
-from rec_jax import checkpoints
 from rec_jax import evaluate
-from rec_jax import losses
+from rec_jax import item_text
+from rec_jax import models
 from rec_jax import objectives
 from rec_jax import optimizers
 from rec_jax import peft
@@ -32,14 +34,14 @@ from rec_jax import trainer
 from rec_jax import writers
 from rec_jax.data import augment
 from rec_jax.data import pipeline
-from rec_jax.models import sequence
+from rec_jax.models import items
 
-# ---------------------------------------------------------------- setup ----
+# ---------------------------------------------------------------- model ----
 
 
 def builder(config, num_items: int):
   """rngs -> the fine-tune model for a catalog of num_items."""
-  return lambda rngs: sequence.build(config.model, num_items, rngs=rngs)
+  return lambda rngs: models.build(config.model, num_items, rngs=rngs)
 
 
 def abstract_model(config, num_items: int, mesh):
@@ -63,165 +65,131 @@ def fresh_state(config, num_items: int, mesh, tx, seed: int = 0):
                                                   mesh), state_sh
 
 
-# ----------------------------------------------------------------- step ----
+# ---------------------------------------------------------- objective ----
 
 
-def aux_weights(cfg) -> dict[str, float]:
+@dataclasses.dataclass(frozen=True)
+class Objective:
+  """What one step optimises, chosen once from the config (never inside
+  the traced step):
+
+  corrupt(batch, key) -> batch: input corruption (Cloze masking, item
+    dropout) or the identity.
+  loss(model, batch, k_drop, k_loss) -> (sum, count): the task's loss.
+  joint(model, batch, key) -> (loss, metrics) | None: the weighted joint
+    sequence-level objectives over the batch's user rows.
+  micro_batches: gradient accumulation (trainer.accumulate).
+  """
+  corrupt: Callable
+  loss: Callable
+  joint: Callable | None = None
+  micro_batches: int = 1
+
+
+def joint_weights(cfg) -> dict[str, float]:
   """{objective: weight} of the joint sequence-level objectives that are
   on (finetune.aux.objectives); {} when none."""
-  aux = cfg.get('aux')
-  if aux is None:
-    return {}
-  unknown = sorted(set(aux.objectives) - {'contrastive', 'duorec'})
+  weights = dict(cfg.aux.objectives)
+  unknown = sorted(set(weights) - set(objectives.JOINT))
   if unknown:
     raise ValueError(f'finetune.aux.objectives: unknown {unknown}; joint '
-                     "objectives are 'contrastive' and 'duorec'")
-  return {k: float(v) for k, v in aux.objectives.items() if float(v)}
+                     f'objectives are {objectives.JOINT}')
+  return {k: float(v) for k, v in weights.items() if float(v)}
 
 
-def aux_context(config, ds, split, vocab: int, mesh):
-  """objectives.Context of the joint objectives (None when off)."""
+def corruption(cfg, mask_id: int) -> Callable:
+  """batch, key -> batch with the fine-tune's input corruption: Cloze
+  (objective=cloze: hide a random subset of real positions behind [MASK]
+  and predict them), item dropout (input_mask_prob: hide inputs, keep every
+  target), or none."""
+  if cfg.objective not in ('causal', 'cloze'):
+    raise ValueError(f"finetune.objective={cfg.objective!r}: expected "
+                     "'causal' or 'cloze'")
+  cloze = cfg.objective == 'cloze'
+  prob = float(cfg.mask_prob if cloze else cfg.input_mask_prob)
+  if not cloze and not prob:
+    return lambda batch, key: batch
+
+  def corrupt(batch, key):
+    inputs = batch['inputs']
+    hide = jax.random.bernoulli(key, prob, inputs.shape)
+    hide &= batch['segment_ids'] > 0
+    out = dict(batch, inputs=jnp.where(hide, mask_id, inputs))
+    if cloze:
+      out['targets'] = jnp.where(hide, inputs, 0)
+    return out
+  return corrupt
+
+
+def joint_objective(config, ds, split, mesh) -> Callable | None:
+  """(model, user rows, key) -> (weighted loss, metrics) of the joint
+  objectives (None when off); their tables (correlated items) come from
+  the training sequences only."""
   cfg = config.finetune
-  weights = aux_weights(cfg)
+  weights = joint_weights(cfg)
   if not weights:
     return None
   similar = None
   ops = [o for o in cfg.aux.augment.ops.split(',') if o]
   if 'contrastive' in weights and {'substitute', 'insert'} & set(ops):
+    vocab = items.vocab_size(ds.num_items, config.model.vocab_multiple)
     similar = np.asarray(augment.item_correlations(
         split.train, ds.num_items, vocab, k=cfg.aux.augment.num_correlated))
-  return objectives.Context(
+  ctx = objectives.Context(
       num_items=ds.num_items, causal=config.model.causal, cfg=cfg.aux,
       similar=similar, num_groups=sharding.data_parallel_size(mesh))
 
-
-def _aux_batch(batch):
-  """The user-per-row part of a JointStream batch, as the objectives
-  take it."""
-  out = {}
-  for k, v in batch.items():
-    if k.startswith('aux_'):
-      out[k[4:]] = v[:, 0] if k.endswith('lengths') else v
-  return out
+  def joint(model, batch, key):
+    loss, metrics = objectives.total_loss(model, batch, key, ctx, weights)
+    return loss, {k.replace('train/', 'train/aux_'): v
+                  for k, v in metrics.items()}
+  return joint
 
 
-def check_smoothing(cfg) -> float:
-  """finetune.label_smoothing, which needs the full-softmax CE loss."""
-  smoothing = cfg.get('label_smoothing', 0.0)
-  if smoothing and cfg.loss != 'ce':
-    raise ValueError(f'finetune.label_smoothing={smoothing} needs '
-                     f"finetune.loss='ce', not {cfg.loss!r}")
-  return smoothing
+def objective(config, *, ds, split, mesh, target_counts=None) -> Objective:
+  """The Objective of `config`'s fine-tune (`target_counts`: training
+  targets per item id, for popularity-sampled negatives)."""
+  cfg = config.finetune
+  task = tasks.get(cfg.task)
+  return Objective(
+      corrupt=corruption(cfg, ds.num_items + 1),
+      loss=task.loss(config, ds=ds, vocab=items.vocab_size(
+          ds.num_items, config.model.vocab_multiple), mesh=mesh,
+                     target_counts=target_counts),
+      joint=joint_objective(config, ds, split, mesh),
+      micro_batches=cfg.micro_batches)
 
 
-def train_step(state, batch, key, *, graphdef, tx, cfg, num_items: int,
-               log_q, rating_mean: float = 0.0, mesh=None, aux_ctx=None):
-  """One optimizer step. Returns (state, scalar metrics).
+# ----------------------------------------------------------------- step ----
 
-  With joint objectives (`aux_ctx`, finetune.aux) the step adds their
-  weighted losses over the batch's `aux_` rows (one user per row) to the
-  next-item loss, and their gradients to its gradients.
 
-  With `cfg.micro_batches` = n > 1 the batch's rows are processed n at a
-  time (gradient accumulation: the activations of one micro-batch live at
-  once) and the summed gradients are divided by the batch's target count,
-  so the update equals the one-shot step's.
-  """
+def train_step(state, batch, key, *, graphdef, tx, objective: Objective):
+  """One optimizer step: the task loss of the (corrupted) packed rows plus
+  the joint objectives over the user rows. Returns (state, scalar
+  metrics)."""
   key = jax.random.fold_in(key, state['step'])
   k_drop, k_mask, k_loss = jax.random.split(key, 3)
-  aux_batch = _aux_batch(batch)
-  batch = {k: v for k, v in batch.items() if not k.startswith('aux_')}
-  inputs, targets = batch['inputs'], batch['targets']
-  if cfg.objective == 'cloze':
-    # Hide a random subset of real positions behind [MASK]; predict them.
-    hide = jax.random.bernoulli(k_mask, cfg.mask_prob, inputs.shape)
-    hide &= batch['segment_ids'] > 0
-    targets = jnp.where(hide, inputs, 0)
-    inputs = jnp.where(hide, num_items + 1, inputs)
-  elif cfg.get('input_mask_prob', 0.0):
-    # Item dropout: hide inputs behind [MASK], keep every target.
-    hide = jax.random.bernoulli(k_mask, cfg.input_mask_prob, inputs.shape)
-    hide &= batch['segment_ids'] > 0
-    inputs = jnp.where(hide, num_items + 1, inputs)
-  batch = dict(batch, inputs=inputs, targets=targets)
-  smoothing = check_smoothing(cfg)
-  ce_chunk = cfg.get('ce_chunk_size', 0)
-  sharded_ce = mesh is not None and mesh.shape.get('model', 1) > 1
+  batch, joint_batch = pipeline.split_joint(batch)
+  batch = objective.corrupt(batch, k_mask)
 
   def sums(params, mb, k_drop, k_loss):
-    """(sum of per-target losses, number of targets) of a (micro-)batch."""
-    model = nnx.merge(graphdef, params)
-    hidden = model(mb['inputs'], mb['positions'], mb['segment_ids'],
-                   key=k_drop)
-    table = model.encoder.item_table()
-    targets = mb['targets']
-    if cfg.get('task', 'next') == 'rating':
-      pred = model.rating_head(hidden, targets, table, rating_mean,
-                               mb.get('history_sum'),
-                               mb.get('history_count'))
-      w = (targets > 0).astype(jnp.float32)
-      return jnp.sum(jnp.square(pred - mb['values']) * w), jnp.sum(w)
-    if cfg.loss == 'ce':
-      if sharded_ce or ce_chunk:
-        total, count = losses.softmax_ce(
-            hidden, targets, table, num_items,
-            mesh=mesh if sharded_ce else None, chunk_size=ce_chunk)
-      else:
-        total, count = losses.full_softmax_ce(hidden, targets, table,
-                                              num_items)
-      if smoothing:
-        total += smoothing * losses.smoothing_term(hidden, targets, table,
-                                                   num_items)
-      return total, count
-    if cfg.loss == 'bce':
-      return losses.sampled_bce(hidden, targets, table, num_items, k_loss,
-                                cfg.num_negatives, log_q)
-    if cfg.loss == 'sampled_softmax':
-      return losses.sampled_softmax(
-          hidden, targets, table, num_items, k_loss, cfg.num_negatives,
-          log_q, in_batch=cfg.get('sampler', 'uniform') == 'in_batch')
-    raise ValueError(f'finetune.loss={cfg.loss!r}')
+    return objective.loss(nnx.merge(graphdef, params), mb, k_drop, k_loss)
 
-  grad_fn = jax.value_and_grad(sums, has_aux=True)
-  n = cfg.get('micro_batches', 1)
-  if n == 1:
-    (total, count), grads = grad_fn(state['params'], batch, k_drop, k_loss)
-  else:
-    # Micro-batch i takes rows i, i + n, ...: each device keeps its rows.
-    split = jax.tree.map(
-        lambda x: jnp.moveaxis(x.reshape(x.shape[0] // n, n, *x.shape[1:]),
-                               1, 0), batch)
-
-    def body(carry, xs):
-      mb, i = xs
-      (t, c), g = grad_fn(state['params'], mb, jax.random.fold_in(k_drop, i),
-                          jax.random.fold_in(k_loss, i))
-      return (carry[0] + t, carry[1] + c,
-              jax.tree.map(jnp.add, carry[2], g)), None
-
-    zeros = jax.tree.map(jnp.zeros_like, state['params'])
-    (total, count, grads), _ = jax.lax.scan(
-        body, (jnp.zeros(()), jnp.zeros(()), zeros), (split, jnp.arange(n)))
+  (total, count), grads = trainer.accumulate(
+      jax.value_and_grad(sums, has_aux=True), state['params'], batch,
+      (k_drop, k_loss), objective.micro_batches)
   denom = jnp.maximum(count, 1.0)
   loss = total / denom
   grads = jax.tree.map(lambda g: g / denom, grads)
   metrics = {}
-  if aux_ctx is not None:
-    weights = aux_weights(cfg)
-
-    def aux_loss(params):
-      model = nnx.merge(graphdef, params)
-      return objectives.total_loss(model, aux_batch,
-                                   jax.random.fold_in(k_loss, 1), aux_ctx,
-                                   weights)
-
-    (extra, metrics), aux_grads = jax.value_and_grad(
-        aux_loss, has_aux=True)(state['params'])
-    metrics = {k.replace('train/', 'train/aux_'): v
-               for k, v in metrics.items()}
+  if objective.joint is not None:
+    (extra, metrics), joint_grads = jax.value_and_grad(
+        lambda p: objective.joint(nnx.merge(graphdef, p), joint_batch,
+                                  jax.random.fold_in(k_loss, 1)),
+        has_aux=True)(state['params'])
     metrics['train/next_item_loss'] = loss
     loss = loss + extra
-    grads = jax.tree.map(jnp.add, grads, aux_grads)
+    grads = jax.tree.map(jnp.add, grads, joint_grads)
   updates, opt_state = tx.update(grads, state['opt_state'], state['params'])
   params = optax.apply_updates(state['params'], updates)
   new_state = dict(step=state['step'] + 1, params=params, opt_state=opt_state)
@@ -230,54 +198,43 @@ def train_step(state, batch, key, *, graphdef, tx, cfg, num_items: int,
                      'train/param_norm': optax.tree.norm(params), **metrics}
 
 
-def jit_train_step(cfg, graphdef, tx, state_sh, mesh, num_items, log_q=None,
-                   rating_mean: float = 0.0, aux_ctx=None):
-  """train_step jitted once with explicit in/out shardings."""
-  return jax.jit(
-      functools.partial(train_step, graphdef=graphdef, tx=tx, cfg=cfg,
-                        num_items=num_items, log_q=log_q,
-                        rating_mean=rating_mean, mesh=mesh, aux_ctx=aux_ctx),
-      in_shardings=(state_sh, sharding.batch_sharding(mesh),
-                    sharding.replicated(mesh)),
-      out_shardings=(state_sh, sharding.replicated(mesh)),
-      donate_argnums=0)
+def make_train_step(config, graphdef, tx, state_sh, mesh, *, ds, split=None,
+                    target_counts=None):
+  """train_step with the recipe's Objective, jitted once (tests, plan,
+  benchmarks; `split` is needed with joint objectives)."""
+  return trainer.jit_step(functools.partial(
+      train_step, graphdef=graphdef, tx=tx, objective=objective(
+          config, ds=ds, split=split, mesh=mesh,
+          target_counts=target_counts)), state_sh, mesh)
 
 
-state_shardings = trainer.state_shardings
-init_state = trainer.init_state
-load_data = trainer.load_data
+# ---------------------------------------------------------------- setup ----
 
 
-def validation(config, ds, split, evaluator):
-  """params -> validation metrics of the recipe's task."""
-  if config.finetune.get('task', 'next') == 'rating':
-    train_r, valid_r, _ = tasks.rating_split(ds)
-    mean = float(np.concatenate(train_r).mean())
-    return lambda params: evaluator.rating(
-        params, split.valid_history, split.valid_target, valid_r, mean,
-        train_r)
-  if config.finetune.get('task', 'next') == 'ctr':
-    negatives = tasks.popularity_negatives(
-        split.valid_history, split.valid_target,
-        tasks.train_counts(split.train, ds.num_items),
-        config.eval.ctr_negatives, seed=1)
-    return lambda params: evaluator.ctr(params, split.valid_history,
-                                        split.valid_target, negatives)
-  return lambda params: evaluator.full_ranking(
-      params, split.valid_history, split.valid_target, desc='valid')[0]
+def check(config) -> None:
+  """Refuses settings that cannot train, before any data are read."""
+  cfg = config.finetune
+  task = tasks.get(cfg.task)
+  task.check(config)
+  n = cfg.micro_batches
+  if n < 1 or cfg.batch_size % n:
+    raise ValueError(f'finetune.micro_batches={n} must divide '
+                     f'finetune.batch_size={cfg.batch_size}')
+  joint = joint_weights(cfg)
+  if joint and not (task.JOINT and cfg.objective == 'causal'):
+    raise ValueError(f'finetune.aux.objectives {joint} train with the '
+                     "causal next-item task only (finetune.objective="
+                     f"{cfg.objective!r}, task={cfg.task!r})")
 
 
-def eval_every(eval_cfg, steps_per_epoch: int) -> int:
-  """Epochs between validations: eval.every_epochs, stretched so that at
-  least eval.min_steps training steps separate two of them (early stopping
-  counts validations, so its patience stays a number of steps too)."""
-  every = eval_cfg.every_epochs
-  need = eval_cfg.get('min_steps', 0)
-  if need and steps_per_epoch * every < need:
-    every = -(-need // max(steps_per_epoch, 1))
-    logging.info('Validating every %d epochs (%d steps an epoch, '
-                 'eval.min_steps=%d).', every, steps_per_epoch, need)
-  return every
+def check_mesh(cfg, mesh) -> None:
+  """Every batch the stage builds divides the data-parallel axes."""
+  sharding.check_batch(cfg.batch_size, mesh, 'finetune.batch_size')
+  if cfg.micro_batches > 1:
+    sharding.check_batch(cfg.batch_size // cfg.micro_batches, mesh,
+                         'finetune.batch_size / finetune.micro_batches')
+  if joint_weights(cfg):
+    sharding.check_batch(cfg.aux.batch_size, mesh, 'finetune.aux.batch_size')
 
 
 def labelled_users(train, fraction: float, seed: int):
@@ -295,10 +252,92 @@ def labelled_users(train, fraction: float, seed: int):
   return [train[i] for i in keep]
 
 
+def train_stream(config, ds, split):
+  """(batch stream, its segments) of the fine-tune: packed rows of the
+  labelled users' training items (one user per row for a family that does
+  not pack), with the joint objectives' user rows when they are on."""
+  cfg, max_len = config.finetune, config.model.max_len
+  values = tasks.get(cfg.task).train_values(ds)
+  keep = labelled_users(list(range(len(split.train))), cfg.label_fraction,
+                        config.seed)
+  train = [split.train[u] for u in keep]
+  segments = pipeline.make_segments(
+      train, max_len, shift=cfg.objective == 'causal',
+      values=None if values is None else [values[u] for u in keep])
+  stream = pipeline.TrainStream(
+      segments, batch_size=cfg.batch_size, max_len=max_len, seed=config.seed,
+      row_slice=sharding.process_rows(cfg.batch_size),
+      packed=models.packs_rows(config.model))
+  joint = joint_weights(cfg)
+  if joint:
+    stream = pipeline.JointStream(stream, pipeline.UserStream(
+        train, batch_size=cfg.aux.batch_size, max_len=max_len,
+        seed=config.seed + 2, row_slice=sharding.process_rows(
+            cfg.aux.batch_size),
+        random_prefix=False, partners='duorec' in joint))
+    logging.info('Joint objectives %s over %d users a step.', joint,
+                 cfg.aux.batch_size)
+  logging.info('%d training targets in %d segments; ~%d steps per epoch.',
+               segments.num_targets, len(segments.lengths),
+               stream.steps_in_epoch(0))
+  return stream, segments
+
+
+def optimizer(config, abs_params, total_steps: int):
+  """(tx, lr schedule, (trainable, total) parameter counts): the recipe's
+  optimizer on the parameters its fine-tuning method trains."""
+  cfg = config.finetune
+  tx, lr_schedule = optimizers.make(cfg.optimizer, total_steps)
+  layers = config.model.num_layers
+  tx = peft.wrap(tx, abs_params, cfg.method, layers, cfg.partial_layers)
+  trainable, total = peft.count(abs_params, cfg.method, layers,
+                                cfg.partial_layers)
+  logging.info('Fine-tuning method %r: %d of %d parameters train (%.2f%%).',
+               cfg.method, trainable, total, 100 * trainable / total)
+  return tx, lr_schedule, (trainable, total)
+
+
+def eval_every(eval_cfg, steps_per_epoch: int) -> int:
+  """Epochs between validations: eval.every_epochs, stretched so that at
+  least eval.min_steps training steps separate two of them (early stopping
+  counts validations, so its patience stays a number of steps too)."""
+  every = eval_cfg.every_epochs
+  need = eval_cfg.min_steps
+  if need and steps_per_epoch * every < need:
+    every = -(-need // max(steps_per_epoch, 1))
+    logging.info('Validating every %d epochs (%d steps an epoch, '
+                 'eval.min_steps=%d).', every, steps_per_epoch, need)
+  return every
+
+
+def fresh_start(config, ds, mesh, param_sh, init_path: str | None):
+  """(params, meta) of a run that starts now: fresh, with the encoder read
+  from `init_path` when given; the dataset's item texts filled in (also
+  over a checkpoint from another dataset; tuned text layers that the
+  checkpoint did not hold start from the language model)."""
+  params = init_params(config, ds.num_items, mesh, param_sh, config.seed)
+  meta = trainer.fresh_meta()
+  fresh = None
+  if init_path:
+    allow = [p for p in config.init_from.allow_mismatch.split(',') if p]
+    allow += list(peft.ADDED)  # method parameters start fresh.
+    allow += list(peft.CONSTANT)  # data, e.g. another catalog's texts.
+    allow.append(peft.TEXT_LAYERS)  # tuned text layers: from the LM.
+    params, meta['init_from'] = bridge.init_subtree(
+        init_path, params, param_sh, subtree=config.init_from.subtree,
+        allow_mismatch=allow)
+    fresh = meta['init_from']['kept_fresh']
+  params = item_text.fill_params(
+      config.model, ds, params, param_sh, load_layers=fresh is None or any(
+          k.startswith('encoder/text/layers/') for k in fresh))
+  return params, meta
+
+
 # ----------------------------------------------------------------- loop ----
 
 
-def run(config, workdir: str, init_from: str | None = None) -> dict:
+def run(config, workdir: str, init_from: str | None = None,
+        data=None) -> dict:
   """Trains, early-stops on validation, keeps the best checkpoint.
 
   Args:
@@ -306,6 +345,8 @@ def run(config, workdir: str, init_from: str | None = None) -> dict:
     workdir: this stage's directory (checkpoints, metrics).
     init_from: a pretrained run to initialise the encoder from (see
       rec_jax.bridge); `config.init_from.path`, when set, takes precedence.
+    data: (dataset, split) as trainer.load_data gives them (loaded when
+      None).
 
   Returns:
     A summary: best validation metrics, best step, epochs, train seconds.
@@ -314,154 +355,59 @@ def run(config, workdir: str, init_from: str | None = None) -> dict:
     FloatingPointError: when the loss turns non-finite (the last good
       checkpoint is kept).
   """
+  # Setup: refuse what cannot train before reading any data.
+  check(config)
+  config, ds, split = trainer.setup(config, workdir, data)
   cfg = config.finetune
-  check_smoothing(cfg)  # before loading or compiling anything
-  os.makedirs(workdir, exist_ok=True)
-  ds, split = trainer.load_data(config)
-  logging.info('Dataset %s: %d users, %d items, %d interactions.', ds.name,
-               ds.num_users, ds.num_items, ds.num_interactions)
 
+  # Mesh.
   mesh = sharding.make_mesh(config.mesh)
-  sharding.check_batch(cfg.batch_size, mesh, 'finetune.batch_size')
-  n = cfg.get('micro_batches', 1)
-  if n < 1 or cfg.batch_size % n:
-    raise ValueError(f'finetune.micro_batches={n} must divide '
-                     f'finetune.batch_size={cfg.batch_size}')
-  if n > 1:
-    sharding.check_batch(cfg.batch_size // n, mesh,
-                         'finetune.batch_size / finetune.micro_batches')
+  check_mesh(cfg, mesh)
 
-  max_len = config.model.max_len
-  task = cfg.get('task', 'next')
-  values, rating_mean = None, 0.0
-  if task == 'rating':
-    values, _, _ = tasks.rating_split(ds)
-    rating_mean = float(np.concatenate(values).mean())
-  keep = labelled_users(list(range(len(split.train))),
-                        cfg.get('label_fraction', 1.0), config.seed)
-  train = [split.train[u] for u in keep]
-  if values is not None:
-    values = [values[u] for u in keep]
-  segments = pipeline.make_segments(train, max_len,
-                                    shift=cfg.objective == 'causal',
-                                    values=values)
-  stream = pipeline.TrainStream(
-      segments, batch_size=cfg.batch_size, max_len=max_len, seed=config.seed,
-      row_slice=sharding.process_rows(cfg.batch_size))
-  joint = aux_weights(cfg)
-  if joint:
-    if task != 'next' or cfg.objective != 'causal':
-      raise ValueError(f'finetune.aux.objectives {joint} train with the '
-                       "causal next-item task only (finetune.objective="
-                       f"{cfg.objective!r}, task={task!r})")
-    sharding.check_batch(cfg.aux.batch_size, mesh, 'finetune.aux.batch_size')
-    stream = pipeline.JointStream(stream, pipeline.UserStream(
-        train, batch_size=cfg.aux.batch_size, max_len=max_len,
-        seed=config.seed + 2, row_slice=sharding.process_rows(
-            cfg.aux.batch_size),
-        random_prefix=False, partners='duorec' in joint))
-    logging.info('Joint objectives %s over %d users a step.', joint,
-                 cfg.aux.batch_size)
+  # Data.
+  stream, segments = train_stream(config, ds, split)
   steps_per_epoch = stream.steps_in_epoch(0)
-  total_steps = steps_per_epoch * cfg.num_epochs
-  logging.info('%d training targets in %d segments; ~%d steps per epoch.',
-               segments.num_targets, len(segments.lengths), steps_per_epoch)
 
+  # Model and optimizer.
   graphdef, abs_params, param_sh = abstract_model(config, ds.num_items, mesh)
-  tx, lr_schedule = optimizers.make(cfg.optimizer, total_steps)
-  method = cfg.get('method', 'full')
-  tx = peft.wrap(tx, abs_params, method, config.model.num_layers,
-                 cfg.get('partial_layers', 1))
-  trainable, total = peft.count(abs_params, method, config.model.num_layers,
-                                cfg.get('partial_layers', 1))
-  logging.info('Fine-tuning method %r: %d of %d parameters train (%.2f%%).',
-               method, trainable, total, 100 * trainable / total)
-  abs_opt, state_sh = trainer.state_shardings(tx, abs_params, param_sh, mesh)
-  log_q = None
-  if cfg.get('sampler', 'uniform') not in ('uniform', 'popularity',
-                                           'in_batch'):
-    raise ValueError(f'finetune.sampler={cfg.sampler!r}: expected uniform, '
-                     'popularity or in_batch')
-  if cfg.sampler == 'in_batch' and cfg.loss != 'sampled_softmax':
-    raise ValueError('finetune.sampler=in_batch needs '
-                     'finetune.loss=sampled_softmax')
-  if cfg.loss in ('sampled_softmax', 'bce') and cfg.sampler in (
-      'popularity', 'in_batch'):
-    counts = np.bincount(segments.targets, minlength=ds.num_items + 1)
-    vocab = abs_params['encoder']['item_embed'].shape[0]
-    log_q = jnp.asarray(losses.popularity_log_q(counts, ds.num_items, vocab))
+  tx, lr_schedule, (trainable, total) = optimizer(
+      config, abs_params, steps_per_epoch * cfg.num_epochs)
+  _, state_sh = trainer.state_shardings(tx, abs_params, param_sh, mesh)
   trainer.log_params(abs_params, param_sh)
 
-  # Start-up: resume this stage > initialise from a pretrained run > fresh.
-  ckpt = checkpoints.Manager(workdir, max_to_keep=config.checkpoint.max_to_keep,
-                             async_save=config.checkpoint.async_save)
+  # Init / bridge: resume this stage > a pretrained run's encoder > fresh.
   init_path = config.init_from.path or init_from
-  resumed = ckpt.latest_step() is not None
-  if resumed:
-    state, meta = ckpt.restore(trainer.abstract_state(abs_params, abs_opt,
-                                                      state_sh))
-    logging.info('Resumed from %s/checkpoints/%d (epoch %d, batch %d).',
-                 workdir, ckpt.latest_step(), meta['epoch'], meta['index'])
-  else:
-    params = init_params(config, ds.num_items, mesh, param_sh, config.seed)
-    meta = trainer.fresh_meta()
-    if init_path:
-      allow = [p for p in config.init_from.allow_mismatch.split(',') if p]
-      allow += list(peft.ADDED)  # method parameters start fresh.
-      allow += list(peft.CONSTANT)  # data, e.g. another catalog's texts.
-      allow.append(peft.TEXT_LAYERS)  # tuned text layers: from the LM.
-      params, meta['init_from'] = bridge.init_subtree(
-          init_path, params, param_sh, subtree=config.init_from.subtree,
-          allow_mismatch=allow)
-    # This dataset's item texts, also over a checkpoint from another one;
-    # tuned text layers the checkpoint did not hold start from the LM.
-    fresh = meta.get('init_from', {}).get('kept_fresh', []) if init_path \
-        else None
-    params = trainer.fill_text_features(
-        config, ds, params, param_sh, load_layers=fresh is None or any(
-            k.startswith('encoder/text/layers/') for k in fresh))
-    state = trainer.init_state(tx, params, state_sh, mesh)
-    with open(os.path.join(workdir, 'config.json'), 'w',
-              encoding='utf-8') as f:
-      f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+  ckpt, state, meta, resumed = trainer.start(
+      config, workdir, tx=tx, abs_params=abs_params, param_sh=param_sh,
+      mesh=mesh, fresh=lambda: fresh_start(config, ds, mesh, param_sh,
+                                           init_path))
 
-  aux_ctx = aux_context(config, ds, split, abs_params['encoder'][
-      'item_embed'].shape[0], mesh)
-  step_fn = jit_train_step(cfg, graphdef, tx, state_sh, mesh, ds.num_items,
-                           log_q, rating_mean, aux_ctx)
+  # Step.
+  step_fn = trainer.jit_step(functools.partial(
+      train_step, graphdef=graphdef, tx=tx, objective=objective(
+          config, ds=ds, split=split, mesh=mesh, target_counts=np.bincount(
+              segments.targets, minlength=ds.num_items + 1))), state_sh, mesh)
   key = sharding.put_replicated(mesh, jax.random.key(config.seed))
-  evaluator = evaluate.Evaluator(
-      graphdef=graphdef, mesh=mesh, max_len=max_len,
-      mask_id=ds.num_items + 1 if not config.model.causal else None,
-      batch_size=config.eval.batch_size, top_k=config.eval.top_k,
-      exclude_history=config.eval.exclude_history)
-  validate = validation(config, ds, split, evaluator)
+
+  # Loop.
+  evaluator = evaluate.make_evaluator(config, graphdef, mesh, ds.num_items)
+  validate = tasks.get(cfg.task).validation(config, ds, split, evaluator)
   if init_path and not resumed:
-    # The model before any fine-tuning step, the "before" of a before/after
-    # comparison: the pretrained model itself under LoRA or adapters (they
-    # start as the identity), not under a prefix or a fresh head. Only at a
-    # fresh start: a resumed run's params are mid-fine-tune (its meta holds
-    # the score already, unless the run predates init_valid).
-    meta['init_valid'] = {k: float(v) for k, v in
-                          validate(state['params']).items()}
-    logging.info('Before fine-tuning: validation %s.', ' '.join(
-        f'{k}={v:.4f}' for k, v in sorted(meta['init_valid'].items())))
-  writer = writers.MetricWriter(workdir)
+    meta['init_valid'] = before_finetuning(validate, state['params'])
   spec = trainer.LoopSpec(
       stream=stream, step_fn=step_fn, num_epochs=cfg.num_epochs,
       lr_schedule=lr_schedule, log_every=config.log_every_steps,
-      checkpoint_every=config.checkpoint.every_steps,
-      evaluate=validate,
+      checkpoint_every=config.checkpoint.every_steps, evaluate=validate,
       eval_every=eval_every(config.eval, steps_per_epoch),
-      metric=config.eval.metric,
-      mode=config.eval.get('mode', 'max'),
+      metric=config.eval.metric, mode=config.eval.mode,
       patience=cfg.patience, desc='finetune')
+  writer = writers.MetricWriter(workdir)
   state, meta = trainer.fit(spec, state=state, meta=meta, ckpt=ckpt,
                             writer=writer, mesh=mesh, key=key, workdir=workdir)
   ckpt.close()
   writer.close()
   out = trainer.summary(meta, int(jax.device_get(state['step'])))
-  out.update(method=method, trainable_params=trainable, total_params=total)
+  out.update(method=cfg.method, trainable_params=trainable, total_params=total)
   if meta.get('init_from'):
     out['init_from'] = meta['init_from']['source']
   if meta.get('init_valid'):
@@ -469,4 +415,13 @@ def run(config, workdir: str, init_from: str | None = None) -> dict:
   return out
 
 
-save_json = trainer.save_json
+def before_finetuning(validate, params) -> dict:
+  """Validation metrics of the model before any fine-tuning step, the
+  "before" of a before/after comparison: the pretrained model itself under
+  LoRA or adapters (they start as the identity), not under a prefix or a
+  fresh head. Only at a fresh start: a resumed run's params are mid-fine-
+  tune (its meta holds the score already)."""
+  out = {k: float(v) for k, v in validate(params).items()}
+  logging.info('Before fine-tuning: validation %s.', ' '.join(
+      f'{k}={v:.4f}' for k, v in sorted(out.items())))
+  return out

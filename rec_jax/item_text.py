@@ -13,9 +13,11 @@ import os
 import time
 
 from absl import logging
+import jax
 import numpy as np
 
 from rec_jax import text_encoder
+from rec_jax.models import text as text_lib
 
 
 def item_texts(ds) -> list[str]:
@@ -127,3 +129,85 @@ def item_token_states(ds, *, model_path: str = '', max_length: int = 128,
                '-> %s', len(texts) - 1, below, states.shape, seconds, path)
   return states, masks, encoder, dict(cached=False, path=path,
                                       seconds=seconds)
+
+
+# ------------------------------------------- into the model's params ----
+
+
+def _load_weights(new, old, sh, where: str):
+  """`old` (a params subtree) with the leaves of `new` put in their place,
+  on old's shardings and dtypes; leaves only `old` has (LoRA adapters the
+  fine-tune adds) stay."""
+  if not isinstance(new, dict):
+    if new.shape != old.shape:
+      raise ValueError(f'{where}: weight {new.shape} does not fit the '
+                       f'model\'s {old.shape}')
+    return jax.device_put(np.asarray(new, old.dtype), sh)
+  missing = sorted(set(new) - set(old))
+  if missing:
+    raise ValueError(f'{where}: the model has no {missing}')
+  return {k: _load_weights(new[k], v, sh[k], f'{where}/{k}') if k in new
+          else v for k, v in old.items()}
+
+
+def fill_params(model_cfg, ds, params, shardings, *,
+                load_layers: bool = True):
+  """Writes the items' text inputs into the model's constant parameters
+  when it reads item text: the text embeddings (encoder/text/features), or
+  with model.text_tune_layers=k the token states entering the top k text
+  blocks (encoder/text/hidden, token_mask) and, when `load_layers`, those
+  blocks' pretrained weights (False: they came from a checkpoint).
+  Returns params."""
+  m = model_cfg
+  if not m.text_dim:
+    return params
+  text = dict(params['encoder']['text'])
+  sh = shardings['encoder']['text']
+  k = m.text_tune_layers
+  if k:
+    depth = text_lib.text_layers_in_use(m)
+    states, masks, enc, stats = item_token_states(
+        ds, model_path=m.text_model, max_length=m.text_max_length,
+        below=depth - k, random_init=m.text_random_init)
+    target = text['hidden']
+    if states.shape[1] > target.shape[1] or states.shape[2] != target.shape[2]:
+      raise ValueError(f'token states {states.shape} do not fit '
+                       f'encoder/text/hidden {target.shape}')
+    full = np.zeros(target.shape, np.float32)
+    full[:len(states), :states.shape[1]] = states
+    mask = np.zeros(text['token_mask'].shape, np.float32)
+    mask[:len(masks), :masks.shape[1]] = masks
+    text['hidden'] = jax.device_put(full.astype(target.dtype), sh['hidden'])
+    text['token_mask'] = jax.device_put(mask, sh['token_mask'])
+    if load_layers:
+      layers = dict(text['layers'])
+      for i in range(k):
+        layers[i] = _load_weights(enc().layer_params(depth - k + i),
+                                  layers[i], sh['layers'][i],
+                                  f'text layer {depth - k + i}')
+      text['layers'] = layers
+    logging.info('Item text: token states of %d items below text layer %d '
+                 '(%s, %s, %.1f s); top %d layers tune%s.', ds.num_items,
+                 depth - k, 'x'.join(map(str, states.shape)),
+                 'from cache' if stats['cached'] else 'computed',
+                 stats['seconds'], k,
+                 ' from the pretrained weights' if load_layers else '')
+  else:
+    feats, stats = item_embeddings(
+        ds, model_path=m.text_model, max_length=m.text_max_length,
+        num_layers=m.text_layers, random_init=m.text_random_init)
+    target = text['features']
+    if feats.shape[1] != target.shape[1]:
+      raise ValueError(f'model.text_dim={target.shape[1]} but the text '
+                       f'encoder gives {feats.shape[1]}-d embeddings')
+    full = np.zeros(target.shape, np.float32)
+    full[:len(feats)] = feats
+    logging.info('Item text features: %d items, %s (%.1f s).',
+                 ds.num_items, 'from cache' if stats['cached'] else
+                 'computed', stats['seconds'])
+    text['features'] = jax.device_put(full.astype(target.dtype),
+                                      sh['features'])
+  params = dict(params)
+  params['encoder'] = dict(params['encoder'])
+  params['encoder']['text'] = text
+  return params

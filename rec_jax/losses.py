@@ -1,14 +1,19 @@
 """Next-item losses over the tied item table. All return (sum, count) so that
-callers normalise by the number of real targets across the whole batch."""
+callers normalise by the number of real targets across the whole batch.
+
+`next_item_loss(cfg, ...)` picks one of them from a fine-tune config, once,
+outside any traced function: the train step only calls what it returns.
+"""
 
 import functools
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 import numpy as np
 
-from rec_jax.models import sequence
+from rec_jax.models import items
 
 
 def full_softmax_ce(hidden, targets, table, num_items: int):
@@ -24,7 +29,7 @@ def full_softmax_ce(hidden, targets, table, num_items: int):
     (sum of per-target losses, number of targets).
   """
   logits = jnp.einsum('bld,vd->blv', hidden, table.astype(hidden.dtype))
-  logits = sequence.mask_non_items(logits.astype(jnp.float32), num_items)
+  logits = items.mask_non_items(logits.astype(jnp.float32), num_items)
   lse = jax.nn.logsumexp(logits, axis=-1)
   target_logit = jnp.take_along_axis(logits, targets[..., None], -1)[..., 0]
   weight = (targets > 0).astype(jnp.float32)
@@ -233,3 +238,67 @@ def popularity_log_q(counts, num_items: int, vocab: int, smoothing=1.0):
   q /= q.sum()
   with np.errstate(divide='ignore'):
     return np.log(q).astype(np.float32)
+
+
+LOSSES = ('ce', 'bce', 'sampled_softmax')
+SAMPLERS = ('uniform', 'popularity', 'in_batch')
+
+
+def check_next_item(cfg) -> None:
+  """Raises ValueError on a `finetune` section whose loss settings do not
+  fit together (checked before any data are read)."""
+  if cfg.loss not in LOSSES:
+    raise ValueError(f'finetune.loss={cfg.loss!r}: expected one of {LOSSES}')
+  if cfg.sampler not in SAMPLERS:
+    raise ValueError(f'finetune.sampler={cfg.sampler!r}: expected uniform, '
+                     'popularity or in_batch')
+  if cfg.sampler == 'in_batch' and cfg.loss != 'sampled_softmax':
+    raise ValueError('finetune.sampler=in_batch needs '
+                     'finetune.loss=sampled_softmax')
+  if cfg.label_smoothing and cfg.loss != 'ce':
+    raise ValueError(f'finetune.label_smoothing={cfg.label_smoothing} needs '
+                     f"finetune.loss='ce', not {cfg.loss!r}")
+
+
+def next_item_loss(cfg, *, num_items: int, vocab: int, mesh=None,
+                   target_counts=None) -> Callable:
+  """The next-item loss of a `finetune` config section, as a pure function
+  (hidden [B, L, D], targets [B, L], table [V, D], key) -> (sum, count).
+
+  ce: the full-softmax cross-entropy; dense, or sharded over the mesh's
+  `model` axis and / or chunked (finetune.ce_chunk_size) without holding
+  [tokens, V] logits; plus label smoothing. bce / sampled_softmax draw
+  `num_negatives` from `sampler`: uniform, or by popularity (the training
+  targets' `target_counts` [num_items + 1]), or from the batch.
+  """
+  check_next_item(cfg)
+  if cfg.loss == 'ce':
+    sharded = mesh is not None and mesh.shape.get('model', 1) > 1
+    if sharded or cfg.ce_chunk_size:
+      ce = functools.partial(softmax_ce, mesh=mesh if sharded else None,
+                             chunk_size=cfg.ce_chunk_size)
+    else:
+      ce = full_softmax_ce
+    smoothing = float(cfg.label_smoothing)
+
+    def ce_loss(hidden, targets, table, key):
+      del key
+      total, count = ce(hidden, targets, table, num_items)
+      if smoothing:
+        total += smoothing * smoothing_term(hidden, targets, table, num_items)
+      return total, count
+    return ce_loss
+  log_q = None
+  if cfg.sampler in ('popularity', 'in_batch'):
+    if target_counts is None:
+      raise ValueError(f'finetune.sampler={cfg.sampler!r} needs the '
+                       'training targets\' counts')
+    log_q = popularity_log_q(target_counts, num_items, vocab)
+  negatives = int(cfg.num_negatives)
+  if cfg.loss == 'bce':
+    return lambda hidden, targets, table, key: sampled_bce(
+        hidden, targets, table, num_items, key, negatives, log_q)
+  in_batch = cfg.sampler == 'in_batch'
+  return lambda hidden, targets, table, key: sampled_softmax(
+      hidden, targets, table, num_items, key, negatives, log_q,
+      in_batch=in_batch)

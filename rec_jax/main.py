@@ -43,8 +43,6 @@ _ALLOW_CHANGED = flags.DEFINE_list(
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
-pretraining = evaluate.pretraining
-run_eval = evaluate.run_eval
 _HELD_LOCKS = []  # open lock files of the workdirs this process runs in.
 
 
@@ -52,7 +50,7 @@ def init_path(config, workdir: str):
   """The pretrained run the fine-tune stage starts from, if any."""
   if config.init_from.path:
     return config.init_from.path
-  if not pretraining(config):
+  if not evaluate.pretraining(config):
     return None
   path = os.path.join(workdir, 'pretrain')
   if not os.path.isdir(os.path.join(path, 'best')):
@@ -91,32 +89,34 @@ def main(argv):
                jax.device_count(), jax.devices()[0].platform,
                jax.process_count())
   stage = _STAGE.value
-  if stage == 'pretrain' and not pretraining(config):
+  if stage == 'pretrain' and not evaluate.pretraining(config):
     raise app.UsageError('--stage=pretrain: this recipe has no enabled '
                          'pretrain section.')
-  if config_lib.from_data_keys(config):
-    # Resolved before any check: a saved config holds the resolved values.
-    trainer.load_data(config)
+  # The data, loaded once for every stage; the values the recipe takes from
+  # them are resolved before any check (a saved config holds them).
+  data = trainer.load_data(config)
+  config = trainer.resolved(config, data)
+
   def check(stage_name, sub):
     config_lib.check_resume(os.path.join(workdir, sub), config, stage_name,
                             _ALLOW_CHANGED.value)
 
-  if stage == 'pretrain' or (stage == 'all' and pretraining(config)):
+  if stage == 'pretrain' or (stage == 'all' and evaluate.pretraining(config)):
     check('pretrain', 'pretrain')
-    summary = pretrain.run(config, os.path.join(workdir, 'pretrain'))
+    summary = pretrain.run(config, os.path.join(workdir, 'pretrain'), data)
     if jax.process_index() == 0:
       trainer.save_json(os.path.join(workdir, 'pretrain', 'summary.json'),
                         summary)
   if stage in ('all', 'finetune'):
     check('finetune', 'finetune')
     summary = finetune.run(config, os.path.join(workdir, 'finetune'),
-                           init_from=init_path(config, workdir))
+                           init_from=init_path(config, workdir), data=data)
     if jax.process_index() == 0:
       trainer.save_json(os.path.join(workdir, 'finetune', 'summary.json'),
                         summary)
   if stage in ('all', 'eval'):
     check('eval', 'finetune')
-    results = run_eval(config, workdir)
+    results = evaluate.run_eval(config, workdir, data)
     print('\n' + evaluate.log_table(results))
     print(f'results: {results_path}')
 

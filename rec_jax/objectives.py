@@ -28,9 +28,13 @@ import numpy as np
 
 from rec_jax import losses
 from rec_jax.data import augment
+from rec_jax.models import heads
 
-NAMES = ('cloze', 'causal', 'contrastive', 'duorec', 'aap', 'mip', 'map', 'sp')
-S3REC = ('aap', 'mip', 'map', 'sp')
+# The S3-Rec objectives, each with its head in the pretraining model.
+S3REC = heads.S3REC_HEADS
+# Sequence-level objectives that also train jointly with a fine-tune
+# (finetune.aux.objectives).
+JOINT = ('contrastive', 'duorec')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -273,6 +277,7 @@ def sp(model, batch, key, ctx):
 
 FNS = dict(cloze=cloze, causal=causal, contrastive=contrastive, duorec=duorec,
            aap=aap, mip=mip, map=map_, sp=sp)
+NAMES = tuple(FNS)  # every objective's name: the keys of pretrain.objectives.
 
 
 def active(weights) -> dict[str, float]:

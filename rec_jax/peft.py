@@ -17,9 +17,11 @@ adapters, a head), which the pretrain -> fine-tune bridge leaves fresh.
 import fnmatch
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
+
+from rec_jax import trees
+from rec_jax.models import layers
 
 METHODS = ('full', 'frozen', 'partial', 'lora', 'prefix', 'adapter')
 # Parameters the methods add; a pretrained checkpoint never has them.
@@ -35,28 +37,25 @@ CONSTANT = ('encoder/text/features', 'encoder/text/hidden',
 TEXT_LAYERS = 'encoder/text/layers/*'
 
 
-def configure(config, method: str):
-  """Sets model / finetune fields for `method` (call inside a config)."""
+def overrides(method: str) -> dict:
+  """The config edits of fine-tuning `method`, as dotted keys (a recipe
+  applies them with config_lib.override): the method itself and the
+  additions it trains (`model.peft.*`, or a head for `frozen`)."""
   if method not in METHODS:
     raise ValueError(f'finetune={method!r}: expected one of {METHODS}')
-  config.finetune.method = method
-  config.finetune.partial_layers = 1
-  m = config.model
+  out = {'finetune.method': method, 'finetune.partial_layers': 1}
   if method == 'frozen':
-    m.head = 'linear'
+    out['model.head'] = 'linear'
   elif method == 'lora':
     # Rank 8 on the blocks, rank 2 on the item table (most of a
     # recommender's parameters): about 4.6% of SASRec-on-Beauty's.
-    m.lora_rank, m.lora_alpha, m.lora_table_rank = 8, 16.0, 2
+    out.update({'model.peft.lora_rank': 8, 'model.peft.lora_alpha': 16.0,
+                'model.peft.lora_table_rank': 2})
   elif method == 'prefix':
-    m.prefix_len = 8
+    out['model.peft.prefix_len'] = 8
   elif method == 'adapter':
-    m.adapter_dim = 16
-  return config
-
-
-def _path(path) -> str:
-  return '/'.join(str(getattr(k, 'key', k)) for k in path)
+    out['model.peft.adapter_dim'] = 16
+  return out
 
 
 def trainable(key: str, method: str, num_layers: int,
@@ -83,7 +82,7 @@ def trainable(key: str, method: str, num_layers: int,
 def labels(params, method: str, num_layers: int, partial_layers: int = 1):
   """'train' / 'frozen' for every leaf of `params`."""
   return jax.tree_util.tree_map_with_path(
-      lambda p, _: 'train' if trainable(_path(p), method, num_layers,
+      lambda p, _: 'train' if trainable(trees.path_str(p), method, num_layers,
                                         partial_layers) else 'frozen',
       params)
 
@@ -105,7 +104,7 @@ def count(params, method: str, num_layers: int, partial_layers: int = 1):
   data, not parameters, and count in neither."""
   lab = jax.tree.leaves(labels(params, method, num_layers, partial_layers))
   flat = jax.tree_util.tree_flatten_with_path(params)[0]
-  sizes = [0 if any(fnmatch.fnmatch(_path(p), c) for c in CONSTANT)
+  sizes = [0 if any(fnmatch.fnmatch(trees.path_str(p), c) for c in CONSTANT)
            else int(np.prod(x.shape)) for p, x in flat]
   return sum(s for s, l in zip(sizes, lab) if l == 'train'), sum(sizes)
 
@@ -124,7 +123,7 @@ def merge_lora(params, scale: float):
         base = k[len('lora_'):-len('_a')]
         if base not in out:
           raise ValueError(f'LoRA pair {k} has no base weight {base}')
-        delta = jnp.tensordot(node[k], node[f'lora_{base}_b'], axes=1)
-        out[base] = out[base] + scale * delta.astype(out[base].dtype)
+        delta = layers.lora_delta(node[k], node[f'lora_{base}_b'], scale)
+        out[base] = out[base] + delta.astype(out[base].dtype)
     return out
   return visit(params)

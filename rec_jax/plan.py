@@ -36,6 +36,7 @@ from absl import logging
 import jax
 import jax.numpy as jnp
 from ml_collections import config_flags
+import numpy as np
 
 from rec_jax import config_lib
 from rec_jax import finetune
@@ -43,6 +44,7 @@ from rec_jax import optimizers
 from rec_jax import peft
 from rec_jax import sharding
 from rec_jax import trainer
+from rec_jax.data import types
 
 
 def _bytes(leaf, sh=None) -> int:
@@ -50,11 +52,14 @@ def _bytes(leaf, sh=None) -> int:
   return int(math.prod(shape)) * jnp.dtype(leaf.dtype).itemsize
 
 
-def catalog_size(config) -> int:
+def catalog(config) -> types.SequenceDataset:
+  """The dataset, or for a synthetic one a stand-in with only its catalog
+  size (nothing is generated)."""
   if config.data.name == 'synthetic':
-    return int(config.data.synthetic.num_items)
+    return types.SequenceDataset(name='synthetic', sequences=[],
+                                 num_items=int(config.data.synthetic.num_items))
   ds, _ = trainer.load_data(config)
-  return ds.num_items
+  return ds
 
 
 def plan(config) -> dict:
@@ -62,27 +67,31 @@ def plan(config) -> dict:
   cfg = config.finetune
   mesh = sharding.make_mesh(config.mesh)
   sharding.check_batch(cfg.batch_size, mesh, 'finetune.batch_size')
-  num_items = catalog_size(config)
+  ds = catalog(config)
+  num_items = ds.num_items
   if keys := config_lib.from_data_keys(config):
     # A synthetic catalogue is not generated to plan it; any rate gives the
     # same memory and FLOPs. Planned on a copy: the caller's rate stays unset.
-    logging.info('Planning with model.%s = 0.5 in place of the rate the '
-                 'data would set.', ' and '.join(keys))
+    logging.info('Planning with %s = 0.5 (rates) or 1 (epochs) in place of '
+                 'what the data would set.', ' and '.join(keys))
     config = copy.deepcopy(config)
     for k in keys:
-      config.model[k] = 0.5
+      section, name = k.split('.')
+      config[section][name] = 0.5 if section == 'model' else 1
   graphdef, abs_params, param_sh = finetune.abstract_model(
       config, num_items, mesh)
   tx, _ = optimizers.make(cfg.optimizer, 1000)
-  tx = peft.wrap(tx, abs_params, cfg.get('method', 'full'),
-                 config.model.num_layers, cfg.get('partial_layers', 1))
+  tx = peft.wrap(tx, abs_params, cfg.method, config.model.num_layers,
+                 cfg.partial_layers)
   abs_opt, state_sh = trainer.state_shardings(tx, abs_params, param_sh, mesh)
   abstract = trainer.abstract_state(abs_params, abs_opt, state_sh)
-  if cfg.get('sampler', 'uniform') == 'popularity':
-    logging.warning('Planning with a uniform proposal in place of the '
+  counts = None
+  if cfg.sampler in ('popularity', 'in_batch'):
+    logging.warning('Planning with uniform counts in place of the '
                     'popularity counts.')
-  step = finetune.jit_train_step(cfg, graphdef, tx, state_sh, mesh,
-                                 num_items)
+    counts = np.ones(num_items + 1)
+  step = finetune.make_train_step(
+      config, graphdef, tx, state_sh, mesh, ds=ds, target_counts=counts)
   rows, width = cfg.batch_size, config.model.max_len
   batch_sh = sharding.batch_sharding(mesh)
   batch = {k: jax.ShapeDtypeStruct((rows, width), jnp.int32,
@@ -92,6 +101,15 @@ def plan(config) -> dict:
                              sharding=sharding.replicated(mesh))
   with jax.set_mesh(mesh):
     compiled = step.lower(abstract, batch, key).compile()
+  return _report(config, mesh, compiled, abs_params, param_sh, abs_opt,
+                 state_sh, num_items)
+
+
+def _report(config, mesh, compiled, abs_params, param_sh, abs_opt, state_sh,
+            num_items: int) -> dict:
+  """The plan's figures from the compiled step and the state's layout."""
+  cfg = config.finetune
+  rows, width = cfg.batch_size, config.model.max_len
   mem = compiled.memory_analysis()
   cost = compiled.cost_analysis()
   if isinstance(cost, (list, tuple)):

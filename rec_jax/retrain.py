@@ -16,7 +16,7 @@ The same as running, with the served run's own recipe,
 then `POST /admin/reload {"artifact": ".../export"}` to the service, which
 loads and compiles the new model beside the old one and swaps it in without
 dropping a request. `--interactions` holds `user item item ...` lines (see
-rec_jax.data.sources.read_new_interactions); the new items become each
+rec_jax.data.sources.files.read_new_interactions); the new items become each
 user's newest, so validation and test hold out what happened last.
 """
 
@@ -73,12 +73,13 @@ def retrain(served: str, interactions: str, workdir: str, *,
     override(config, s)
   workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
+  data = trainer.load_data(config)
   summary = finetune.run(config, os.path.join(workdir, 'finetune'),
-                         init_from=config.init_from.path)
+                         init_from=config.init_from.path, data=data)
   if jax.process_index() == 0:
     trainer.save_json(os.path.join(workdir, 'finetune', 'summary.json'),
                       summary)
-  results = evaluate.run_eval(config, workdir)
+  results = evaluate.run_eval(config, workdir, data)
   print('\n' + evaluate.log_table(results))
   path = export.export(workdir)
   out = dict(results=results, artifact=path)

@@ -10,6 +10,8 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 import numpy as np
 
+from rec_jax import trees
+
 AXES = ('data', 'fsdp', 'model')
 
 
@@ -132,7 +134,7 @@ def opt_state_shardings(tx, abstract_opt_state, param_shardings, mesh):
   """
   del tx
   def key(path):
-    return tuple(str(getattr(k, 'key', getattr(k, 'idx', k))) for k in path)
+    return tuple(trees.key_name(k) for k in path)
   by_path = {key(p): s for p, s in
              jax.tree_util.tree_flatten_with_path(param_shardings)[0]}
   longest = max((len(k) for k in by_path), default=0)

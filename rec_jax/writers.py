@@ -33,13 +33,6 @@ class MetricWriter:
     for k, v in scalars.items():
       self._tb.add_scalar(k, v, int(step))
 
-  def write_hparams(self, hparams: dict):
-    if not self._active:
-      return
-    with open(os.path.join(os.path.dirname(self.path), 'hparams.json'), 'w',
-              encoding='utf-8') as f:
-      json.dump(hparams, f, indent=2, sort_keys=True, default=str)
-
   def flush(self):
     if self._active:
       self._jsonl.flush()

@@ -7,7 +7,10 @@ import os
 import numpy as np
 import pytest
 
-from rec_jax.data import sources
+from rec_jax.data.sources import amazon
+from rec_jax.data.sources import files
+from rec_jax.data.sources import movielens
+from rec_jax.data.sources import s3rec
 
 DATA_DIR = os.environ.get('REC_JAX_DATA_DIR')
 needs_data = pytest.mark.skipif(
@@ -96,8 +99,8 @@ def test_sha256_matches_readme(relative):
 def test_s3rec_counts(stem, users, items, interactions, num_attributes,
                       avg_raw_attributes):
   sample = _path('s3rec/LastFM_sample.txt') if stem == 'LastFM' else None
-  ds = sources.read_s3rec(stem.lower(), _path(f's3rec/{stem}.txt'),
-                          _path(f's3rec/{stem}_item2attributes.json'), sample)
+  ds = s3rec.read_s3rec(stem.lower(), _path(f's3rec/{stem}.txt'),
+                        _path(f's3rec/{stem}_item2attributes.json'), sample)
   assert (ds.num_users, ds.num_items, ds.num_interactions) == (
       users, items, interactions)
   assert ds.num_attributes == num_attributes
@@ -125,22 +128,23 @@ def test_s3rec_counts(stem, users, items, interactions, num_attributes,
 
 @needs_data
 def test_ml1m_offline():
-  ds = sources.read_ml1m_offline(_path('ml-1m/ml-1m.txt'),
-                                 _path('ml-1m/ml-1m_item_map.tsv'))
+  ds = movielens.read_ml1m_offline(_path('ml-1m/ml-1m.txt'),
+                                   _path('ml-1m/ml-1m_item_map.tsv'))
   assert (ds.num_users, ds.num_items, ds.num_interactions) == (
       6_040, 3_416, 999_611)
   assert min(len(s) for s in ds.sequences) == 18
   assert ds.item_text[0] == ''
   assert ds.item_text[2] == 'Titanic (1997). Genres: Drama, Romance.'
   titanic = ds.item_attributes[2][ds.item_attributes[2] > 0]
-  assert [sources.ML1M_GENRES[a - 1] for a in titanic] == ['Drama', 'Romance']
+  genres = [movielens.ML1M_GENRES[a - 1] for a in titanic]
+  assert genres == ['Drama', 'Romance']
   assert ds.num_attributes == 18
   assert ds.ratings is None and ds.timestamps is None
 
 
 @needs_data
 def test_movies_dat_is_latin1():
-  movies = sources.read_movies_dat(_path('ml-1m/movies.dat'))
+  movies = movielens.read_movies_dat(_path('ml-1m/movies.dat'))
   assert len(movies) == 3_883
   assert movies[1] == ('Toy Story (1995)', ['Animation', "Children's",
                                             'Comedy'])
@@ -149,7 +153,7 @@ def test_movies_dat_is_latin1():
 
 @needs_data
 def test_ml100k():
-  ds = sources.read_ml100k(_path('ml-100k/u.data'), _path('ml-100k/u.item'))
+  ds = movielens.read_ml100k(_path('ml-100k/u.data'), _path('ml-100k/u.item'))
   assert (ds.num_users, ds.num_items, ds.num_interactions) == (
       943, 1_682, 100_000)
   assert ds.item_text[1] == ("Toy Story (1995). Genres: Animation, "
@@ -170,9 +174,9 @@ def test_ml100k():
 @needs_data
 def test_scientific_txt_equals_shifted_inter_json():
   item_json = _path('amazon-scientific/Scientific.item.json')
-  offline = sources.read_scientific(
+  offline = amazon.read_scientific(
       item_json, sequences_path=_path('amazon-scientific/Scientific.txt'))
-  online = sources.read_scientific(
+  online = amazon.read_scientific(
       item_json,
       inter_json_path=_path('amazon-scientific/Scientific.inter.json'))
   assert (offline.num_users, offline.num_items,
@@ -206,8 +210,8 @@ def test_scientific_txt_equals_shifted_inter_json():
 ])
 def test_s3rec_sequences_errors(tmp_path, text, lineno, fragment):
   path = _write(tmp_path, 'Bad.txt', text)
-  with pytest.raises(sources.DataError) as info:
-    sources.read_s3rec_sequences(path)
+  with pytest.raises(files.DataError) as info:
+    files.read_s3rec_sequences(path)
   message = str(info.value)
   assert 'Bad.txt' in message
   assert f'line {lineno}' in message
@@ -216,20 +220,20 @@ def test_s3rec_sequences_errors(tmp_path, text, lineno, fragment):
 
 def test_s3rec_sequences_accepts_crlf_and_no_final_newline(tmp_path):
   path = _write(tmp_path, 'ok.txt', '1 3 1 2\r\n2 2 3')
-  assert [s.tolist() for s in sources.read_s3rec_sequences(path)] == [
+  assert [s.tolist() for s in files.read_s3rec_sequences(path)] == [
       [3, 1, 2], [2, 3]]
 
 
 def test_not_utf8_names_line(tmp_path):
   path = _write(tmp_path, 'Bin.txt', b'1 1 2\n2 3 \xff\n')
-  with pytest.raises(sources.DataError, match=r'Bin.txt, line 2.*utf-8'):
-    sources.read_s3rec_sequences(path)
+  with pytest.raises(files.DataError, match=r'Bin.txt, line 2.*utf-8'):
+    files.read_s3rec_sequences(path)
 
 
 def test_missing_file_error(tmp_path):
   path = tmp_path / 's3rec' / 'Beauty.txt'
-  with pytest.raises(sources.MissingFileError) as info:
-    sources.read_s3rec_sequences(path)
+  with pytest.raises(files.MissingFileError) as info:
+    files.read_s3rec_sequences(path)
   assert isinstance(info.value, FileNotFoundError)
   assert isinstance(info.value, ValueError)
   assert str(path) in str(info.value)
@@ -249,8 +253,8 @@ def test_missing_file_error(tmp_path):
 ])
 def test_item2attributes_errors(tmp_path, text, where, fragment):
   path = _write(tmp_path, 'Attrs.json', text)
-  with pytest.raises(sources.DataError) as info:
-    sources.read_item2attributes(path, num_items=3)
+  with pytest.raises(files.DataError) as info:
+    s3rec.read_item2attributes(path, num_items=3)
   assert 'Attrs.json' in str(info.value)
   assert where in str(info.value)
   assert fragment in str(info.value)
@@ -258,7 +262,7 @@ def test_item2attributes_errors(tmp_path, text, where, fragment):
 
 def test_item2attributes_table(tmp_path):
   path = _write(tmp_path, 'a.json', '{"3": [2, 5, 2], "1": [1]}')
-  table, num_attributes = sources.read_item2attributes(path, num_items=4)
+  table, num_attributes = s3rec.read_item2attributes(path, num_items=4)
   assert num_attributes == 5
   assert table.tolist() == [[0, 0], [1, 0], [0, 0], [2, 5], [0, 0]]
 
@@ -271,8 +275,8 @@ def test_item2attributes_table(tmp_path):
 ])
 def test_sample_negatives_errors(tmp_path, rows, lineno, fragment):
   path = _write(tmp_path, 'X_sample.txt', '\n'.join(rows) + '\n')
-  with pytest.raises(sources.DataError) as info:
-    sources.read_sample_negatives(path, [np.array([1, 2, 3])], num_items=10)
+  with pytest.raises(files.DataError) as info:
+    s3rec.read_sample_negatives(path, [np.array([1, 2, 3])], num_items=10)
   assert 'X_sample.txt' in str(info.value)
   assert f'line {lineno}' in str(info.value)
   assert fragment in str(info.value)
@@ -280,8 +284,8 @@ def test_sample_negatives_errors(tmp_path, rows, lineno, fragment):
 
 def test_sample_negatives_row_count(tmp_path):
   path = _write(tmp_path, 'X_sample.txt', '1 ' + ' '.join(['9'] * 99) + '\n')
-  with pytest.raises(sources.DataError, match='1 rows but .* 2 users'):
-    sources.read_sample_negatives(path, [np.array([1]), np.array([2])], 10)
+  with pytest.raises(files.DataError, match='1 rows but .* 2 users'):
+    s3rec.read_sample_negatives(path, [np.array([1]), np.array([2])], 10)
 
 
 _ITEM_MAP_HEADER = 'item_id\tmovie_id\ttitle\tgenres\n'
@@ -296,8 +300,8 @@ _ITEM_MAP_HEADER = 'item_id\tmovie_id\ttitle\tgenres\n'
 ])
 def test_ml1m_item_map_errors(tmp_path, text, lineno, fragment):
   path = _write(tmp_path, 'map.tsv', text)
-  with pytest.raises(sources.DataError) as info:
-    sources.read_ml1m_item_map(path, num_items=1)
+  with pytest.raises(files.DataError) as info:
+    movielens.read_ml1m_item_map(path, num_items=1)
   assert 'map.tsv' in str(info.value)
   assert f'line {lineno}' in str(info.value)
   assert fragment in str(info.value)
@@ -321,8 +325,8 @@ def test_ml1m_ratings_sort_filter_reindex(tmp_path):
       '1::1::1::200',
       '2::2::2::90',
   ]) + '\n')
-  ds = sources.read_ml1m_ratings(ratings, _write_movies(tmp_path),
-                                 min_item_count=2)
+  ds = movielens.read_ml1m_ratings(ratings, _write_movies(tmp_path),
+                                   min_item_count=2)
   # User 1 in time order: 3@50 (dropped), 2@200, 1@200 (tie, file order), 1@300.
   # First appearance scanning users in UserID order: movie 2 -> 1, 1 -> 2.
   assert [s.tolist() for s in ds.sequences] == [[1, 2, 2], [1, 2]]
@@ -343,8 +347,8 @@ def test_ml1m_ratings_sort_filter_reindex(tmp_path):
 ])
 def test_ml1m_ratings_errors(tmp_path, text, lineno, fragment):
   ratings = _write(tmp_path, 'ratings.dat', text)
-  with pytest.raises(sources.DataError) as info:
-    sources.read_ml1m_ratings(ratings, _write_movies(tmp_path))
+  with pytest.raises(files.DataError) as info:
+    movielens.read_ml1m_ratings(ratings, _write_movies(tmp_path))
   assert 'ratings.dat' in str(info.value)
   assert f'line {lineno}' in str(info.value)
   assert fragment in str(info.value)
@@ -352,15 +356,15 @@ def test_ml1m_ratings_errors(tmp_path, text, lineno, fragment):
 
 def test_ml1m_ratings_users_must_be_contiguous(tmp_path):
   ratings = _write(tmp_path, 'ratings.dat', '1::1::5::1\n3::1::5::1\n')
-  with pytest.raises(sources.DataError, match='ratings.dat.*not 1..N'):
-    sources.read_ml1m_ratings(ratings, _write_movies(tmp_path),
-                              min_item_count=1)
+  with pytest.raises(files.DataError, match='ratings.dat.*not 1..N'):
+    movielens.read_ml1m_ratings(ratings, _write_movies(tmp_path),
+                                min_item_count=1)
 
 
 def test_movies_dat_errors(tmp_path):
   path = _write(tmp_path, 'movies.dat', '1::A::Drama\n1::B::Drama\n')
-  with pytest.raises(sources.DataError, match=r'movies.dat, line 2.*duplicate'):
-    sources.read_movies_dat(path)
+  with pytest.raises(files.DataError, match=r'movies.dat, line 2.*duplicate'):
+    movielens.read_movies_dat(path)
 
 
 def _u_item_line(movie_id, title, flags=(0,) * 19):
@@ -376,7 +380,7 @@ def test_ml100k_small(tmp_path):
   ]) + '\n', encoding='latin-1')
   data = _write(tmp_path, 'u.data', '2\t1\t3\t10\n1\t2\t4\t7\n1\t1\t5\t7\n'
                 '1\t2\t1\t3\n')
-  ds = sources.read_ml100k(data, items)
+  ds = movielens.read_ml100k(data, items)
   assert [s.tolist() for s in ds.sequences] == [[2, 2, 1], [1]]
   assert [r.tolist() for r in ds.ratings] == [[1, 4, 5], [3]]
   assert ds.item_text[1] == 'Les Misérables (1995). Genres: Drama.'
@@ -394,8 +398,8 @@ def test_ml100k_data_errors(tmp_path, text, lineno, fragment):
   items = _write(tmp_path, 'u.item', _u_item_line(1, 'A') + '\n' +
                  _u_item_line(2, 'B') + '\n')
   data = _write(tmp_path, 'u.data', text)
-  with pytest.raises(sources.DataError) as info:
-    sources.read_ml100k(data, items)
+  with pytest.raises(files.DataError) as info:
+    movielens.read_ml100k(data, items)
   assert 'u.data' in str(info.value)
   assert f'line {lineno}' in str(info.value)
   assert fragment in str(info.value)
@@ -403,11 +407,11 @@ def test_ml100k_data_errors(tmp_path, text, lineno, fragment):
 
 def test_ml100k_item_errors(tmp_path):
   items = _write(tmp_path, 'u.item', _u_item_line(1, 'A') + '\n1|B|x\n')
-  with pytest.raises(sources.DataError, match=r'u.item, line 2.*24 '):
-    sources.read_ml100k_items(items)
+  with pytest.raises(files.DataError, match=r'u.item, line 2.*24 '):
+    movielens.read_ml100k_items(items)
   items = _write(tmp_path, 'u.item', _u_item_line(2, 'A') + '\n')
-  with pytest.raises(sources.DataError, match=r'u.item, line 1.*expected 1'):
-    sources.read_ml100k_items(items)
+  with pytest.raises(files.DataError, match=r'u.item, line 1.*expected 1'):
+    movielens.read_ml100k_items(items)
 
 
 def _item_record(title='T'):
@@ -419,26 +423,26 @@ def test_scientific_errors(tmp_path):
   txt = _write(tmp_path, 'Sci.txt', '1 1 2\n2 2 1\n')
   good = _write(tmp_path, 'good.json', json.dumps(
       {'0': _item_record('A.'), '1': _item_record('B')}))
-  ds = sources.read_scientific(good, sequences_path=txt)
+  ds = amazon.read_scientific(good, sequences_path=txt)
   assert ds.item_text == ['', 'A. Categories: C. D.', 'B. Categories: C. D.']
 
   bad = _write(tmp_path, 'Items.json', json.dumps(
       {'0': _item_record(), '2': _item_record()}))
-  with pytest.raises(sources.DataError, match=r"Items.json, key '1'"):
-    sources.read_scientific(bad, sequences_path=txt)
+  with pytest.raises(files.DataError, match=r"Items.json, key '1'"):
+    amazon.read_scientific(bad, sequences_path=txt)
   bad = _write(tmp_path, 'Items.json', json.dumps(
       {'0': _item_record(), '1': _item_record('  ')}))
-  with pytest.raises(sources.DataError,
+  with pytest.raises(files.DataError,
                      match=r"Items.json, key '1'.*empty title"):
-    sources.read_scientific(bad, sequences_path=txt)
+    amazon.read_scientific(bad, sequences_path=txt)
   bad = _write(tmp_path, 'Items.json', json.dumps(
       {'0': _item_record(), '1': {'title': 'x'}}))
-  with pytest.raises(sources.DataError, match=r"key '1'.*'description'"):
-    sources.read_scientific(bad, sequences_path=txt)
+  with pytest.raises(files.DataError, match=r"key '1'.*'description'"):
+    amazon.read_scientific(bad, sequences_path=txt)
 
   inter = _write(tmp_path, 'Sci.inter.json', '{"0": [0, 1], "2": [1]}')
-  with pytest.raises(sources.DataError, match=r"Sci.inter.json, key '1'"):
-    sources.read_scientific(good, inter_json_path=inter)
+  with pytest.raises(files.DataError, match=r"Sci.inter.json, key '1'"):
+    amazon.read_scientific(good, inter_json_path=inter)
   inter = _write(tmp_path, 'Sci.inter.json', '{"0": [0, 1], "1": []}')
-  with pytest.raises(sources.DataError, match=r"Sci.inter.json, key '1'"):
-    sources.read_scientific(good, inter_json_path=inter)
+  with pytest.raises(files.DataError, match=r"Sci.inter.json, key '1'"):
+    amazon.read_scientific(good, inter_json_path=inter)

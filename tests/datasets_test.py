@@ -17,9 +17,14 @@ import pytest
 import tensorflow_datasets as tfds
 
 from rec_jax.data import datasets
-from rec_jax.data import sources
 from rec_jax.data import synthetic
-from rec_jax.data import tfds_builders
+from rec_jax.data.builders import base
+from rec_jax.data.builders import catalog
+from rec_jax.data.builders import s3rec as s3rec_builders
+from rec_jax.data.sources import amazon
+from rec_jax.data.sources import files
+from rec_jax.data.sources import movielens
+from rec_jax.data.sources import s3rec
 
 DATA_DIR = os.environ.get('REC_JAX_DATA_DIR')
 needs_data = pytest.mark.skipif(
@@ -35,7 +40,7 @@ def cache_dir(tmp_path_factory):
 @pytest.fixture(autouse=True)
 def downloads(monkeypatch, cache_dir):
   """Refuses downloads (records attempts) and keeps the cache in tmp."""
-  monkeypatch.setenv(tfds_builders.CACHE_DIR_ENV, cache_dir)
+  monkeypatch.setenv(catalog.CACHE_DIR_ENV, cache_dir)
   attempts = []
 
   def refuse(self, url_or_urls):
@@ -122,11 +127,11 @@ def test_generator_arguments(cache_dir):
 
 
 def test_fast_decoder_matches_tfds(cache_dir):
-  builder = tfds_builders.make_builder('synthetic', cache_dir=cache_dir,
-                                       num_users=300)
-  tfds_builders.prepare(builder)
-  mine = tfds_builders.read_users(builder)
-  reference = builder.as_data_source(split=tfds_builders.SPLIT)
+  builder = catalog.make_builder('synthetic', cache_dir=cache_dir,
+                                 num_users=300)
+  base.prepare(builder)
+  mine = base.read_users(builder)
+  reference = builder.as_data_source(split=base.SPLIT)
   assert len(mine) == len(reference) == 300
   for fast, slow in zip(mine, reference):
     assert fast.keys() == slow.keys()
@@ -154,22 +159,23 @@ def test_interrupted_preparation_recovers(cache_dir):
   # next load must neither see a half-written dataset nor fail on leftovers.
   script = f"""
 import os, signal
-from rec_jax.data import datasets, tfds_builders
-original = tfds_builders._Builder._generate_examples
+from rec_jax.data import datasets
+from rec_jax.data.builders import base
+original = base.Builder._generate_examples
 def dying(self, ds):
   for i, example in enumerate(original(self, ds)):
     if i == 200:
       os.kill(os.getpid(), signal.SIGKILL)
     yield example
-tfds_builders._Builder._generate_examples = dying
+base.Builder._generate_examples = dying
 datasets.load('synthetic', cache_dir={cache_dir!r}, num_users=400, seed=7)
 """
   child = subprocess.run([sys.executable, '-c', script], cwd=REPO,
                          env={**os.environ, 'PYTHONPATH': REPO},
                          capture_output=True, check=False, timeout=120)
   assert child.returncode == -signal.SIGKILL, child.stderr.decode()[-2000:]
-  builder = tfds_builders.make_builder('synthetic', cache_dir=cache_dir,
-                                       num_users=400, seed=7)
+  builder = catalog.make_builder('synthetic', cache_dir=cache_dir,
+                                 num_users=400, seed=7)
   assert not builder.data_path.exists()
   leftovers = [d for d in os.listdir(builder.data_path.parent)
                if d.startswith('incomplete')]
@@ -219,20 +225,20 @@ def test_readme_statistics(load_real):
 @needs_data
 def test_real_round_trip(load_real):
   # What comes out of the prepared TFDS copy equals what the readers parse.
-  def s3rec(stem, sample=None):
-    return sources.read_s3rec(stem, _path(f's3rec/{stem}.txt'),
-                              _path(f's3rec/{stem}_item2attributes.json'),
-                              sample)
+  def read_s3rec(stem, sample=None):
+    return s3rec.read_s3rec(stem, _path(f's3rec/{stem}.txt'),
+                            _path(f's3rec/{stem}_item2attributes.json'),
+                            sample)
 
   expected = {
-      'beauty': s3rec('Beauty'),
-      'toys': s3rec('Toys_and_Games'),
-      'lastfm': s3rec('LastFM', _path('s3rec/LastFM_sample.txt')),
-      'ml-1m': sources.read_ml1m_offline(_path('ml-1m/ml-1m.txt'),
-                                         _path('ml-1m/ml-1m_item_map.tsv')),
-      'ml-100k': sources.read_ml100k(_path('ml-100k/u.data'),
-                                     _path('ml-100k/u.item')),
-      'scientific': sources.read_scientific(
+      'beauty': read_s3rec('Beauty'),
+      'toys': read_s3rec('Toys_and_Games'),
+      'lastfm': read_s3rec('LastFM', _path('s3rec/LastFM_sample.txt')),
+      'ml-1m': movielens.read_ml1m_offline(_path('ml-1m/ml-1m.txt'),
+                                           _path('ml-1m/ml-1m_item_map.tsv')),
+      'ml-100k': movielens.read_ml100k(_path('ml-100k/u.data'),
+                                       _path('ml-100k/u.item')),
+      'scientific': amazon.read_scientific(
           _path('amazon-scientific/Scientific.item.json'),
           sequences_path=_path('amazon-scientific/Scientific.txt')),
   }
@@ -245,11 +251,11 @@ def test_real_round_trip(load_real):
 @needs_data
 def test_cached_metadata_records_source_sha256(load_real, cache_dir):
   load_real('lastfm')
-  builder = tfds_builders.make_builder('lastfm', data_dir=DATA_DIR,
-                                       cache_dir=cache_dir)
+  builder = catalog.make_builder('lastfm', data_dir=DATA_DIR,
+                                 cache_dir=cache_dir)
   assert builder.data_path.exists()
   assert builder.info.metadata['source_sha256'] == {
-      name: tfds_builders.KNOWN_SHA256[name] for name in
+      name: s3rec_builders.KNOWN_SHA256[name] for name in
       ('LastFM.txt', 'LastFM_item2attributes.json', 'LastFM_sample.txt')}
 
 
@@ -260,7 +266,7 @@ def test_cached_metadata_records_source_sha256(load_real, cache_dir):
 ])
 def test_missing_local_file_does_not_download(cache_dir, downloads, name,
                                               missing):
-  with pytest.raises(sources.MissingFileError) as info:
+  with pytest.raises(files.MissingFileError) as info:
     datasets.load(name, data_dir=DATA_DIR, cache_dir=cache_dir)
   assert os.path.join(os.path.abspath(DATA_DIR), missing) in str(info.value)
   assert 'REC_JAX_DATA_DIR' in str(info.value)
@@ -268,10 +274,10 @@ def test_missing_local_file_does_not_download(cache_dir, downloads, name,
 
 
 def test_missing_data_dir(tmp_path, cache_dir, downloads):
-  with pytest.raises(sources.MissingFileError, match='nowhere'):
+  with pytest.raises(files.MissingFileError, match='nowhere'):
     datasets.load('beauty', data_dir=str(tmp_path / 'nowhere'),
                   cache_dir=cache_dir)
-  with pytest.raises(sources.MissingFileError) as info:
+  with pytest.raises(files.MissingFileError) as info:
     datasets.load('ml-1m', data_dir=str(tmp_path), cache_dir=cache_dir)
   assert str(tmp_path / 'ml-1m' / 'ml-1m.txt') in str(info.value)
   assert not downloads
@@ -280,8 +286,8 @@ def test_missing_data_dir(tmp_path, cache_dir, downloads):
 @needs_data
 def test_data_dir_argument_beats_env(tmp_path, monkeypatch, load_real,
                                      cache_dir):
-  monkeypatch.setenv(tfds_builders.DATA_DIR_ENV, str(tmp_path))
-  with pytest.raises(sources.MissingFileError, match=str(tmp_path)):
+  monkeypatch.setenv(catalog.DATA_DIR_ENV, str(tmp_path))
+  with pytest.raises(files.MissingFileError, match=str(tmp_path)):
     datasets.load('lastfm', cache_dir=cache_dir)
   _assert_same(datasets.load('lastfm', data_dir=DATA_DIR, cache_dir=cache_dir),
                load_real('lastfm'))
@@ -307,21 +313,21 @@ def test_changed_source_files_invalidate_cache(tmp_path, cache_dir):
 
   # And a file that turns bad is reported, not masked by the old cache.
   (local / 's3rec' / 'LastFM.txt').write_text('1 1 2\n2 x\n')
-  with pytest.raises(sources.DataError, match=r'LastFM.txt, line 2'):
+  with pytest.raises(files.DataError, match=r'LastFM.txt, line 2'):
     datasets.load('lastfm', data_dir=str(local), cache_dir=cache_dir)
 
 
 # ------------------------------------------- the download path, with fakes
 
 
-def _fake_downloads(monkeypatch, files=None, archives=None):
+def _fake_downloads(monkeypatch, served=None, archives=None):
   """Serves URLs by base name from local files / extracted directories."""
   requested = []
 
   def download(self, urls):
     del self
     requested.extend(urls.values())
-    return {key: files[url.rsplit('/', 1)[1]] for key, url in urls.items()}
+    return {key: served[url.rsplit('/', 1)[1]] for key, url in urls.items()}
 
   def download_and_extract(self, url):
     del self
@@ -336,12 +342,12 @@ def _fake_downloads(monkeypatch, files=None, archives=None):
 
 @needs_data
 def test_download_path_s3rec_and_scientific(monkeypatch, tmp_path, load_real):
-  monkeypatch.delenv(tfds_builders.DATA_DIR_ENV, raising=False)
-  files = {name: _path('s3rec/' + name) for name in (
+  monkeypatch.delenv(catalog.DATA_DIR_ENV, raising=False)
+  served = {name: _path('s3rec/' + name) for name in (
       'LastFM.txt', 'LastFM_item2attributes.json', 'LastFM_sample.txt')}
-  files.update({name: _path('amazon-scientific/' + name) for name in (
+  served.update({name: _path('amazon-scientific/' + name) for name in (
       'Scientific.inter.json', 'Scientific.item.json')})
-  requested = _fake_downloads(monkeypatch, files=files)
+  requested = _fake_downloads(monkeypatch, served=served)
   cache = str(tmp_path / 'cache')
   _assert_same(datasets.load('lastfm', cache_dir=cache), load_real('lastfm'))
   _assert_same(datasets.load('scientific', cache_dir=cache),
@@ -361,20 +367,20 @@ def test_download_path_s3rec_and_scientific(monkeypatch, tmp_path, load_real):
 
 @needs_data
 def test_download_path_checks_sha256(monkeypatch, tmp_path):
-  monkeypatch.delenv(tfds_builders.DATA_DIR_ENV, raising=False)
+  monkeypatch.delenv(catalog.DATA_DIR_ENV, raising=False)
   tampered = tmp_path / 'LastFM.txt'
   tampered.write_text(open(_path('s3rec/LastFM.txt')).read() + '1091 1 2\n')
-  files = {name: _path('s3rec/' + name) for name in (
+  served = {name: _path('s3rec/' + name) for name in (
       'LastFM_item2attributes.json', 'LastFM_sample.txt')}
-  files['LastFM.txt'] = str(tampered)
-  _fake_downloads(monkeypatch, files=files)
-  with pytest.raises(sources.DataError, match='sha256'):
+  served['LastFM.txt'] = str(tampered)
+  _fake_downloads(monkeypatch, served=served)
+  with pytest.raises(files.DataError, match='sha256'):
     datasets.load('lastfm', cache_dir=str(tmp_path / 'cache'))
 
 
 @needs_data
 def test_download_path_movielens(monkeypatch, tmp_path, load_real):
-  monkeypatch.delenv(tfds_builders.DATA_DIR_ENV, raising=False)
+  monkeypatch.delenv(catalog.DATA_DIR_ENV, raising=False)
   ml100k = tmp_path / 'ml-100k.zip.extracted'
   (ml100k / 'ml-100k').mkdir(parents=True)
   for name in ('u.data', 'u.item'):
@@ -394,7 +400,7 @@ def test_download_path_movielens(monkeypatch, tmp_path, load_real):
   assert [s.tolist() for s in small.sequences] == [[1, 2]] * 5
   assert [r.tolist() for r in small.ratings] == [[4, 5]] * 5
   assert [t.tolist() for t in small.timestamps] == [[1, 3]] * 5
-  movies = sources.read_movies_dat(_path('ml-1m/movies.dat'))
+  movies = movielens.read_movies_dat(_path('ml-1m/movies.dat'))
   assert small.item_text[1].startswith(movies[20][0])
   assert requested == [
       'https://files.grouplens.org/datasets/movielens/ml-100k.zip',
@@ -403,8 +409,8 @@ def test_download_path_movielens(monkeypatch, tmp_path, load_real):
 
 def test_download_failure_explains_offline_use(monkeypatch, tmp_path,
                                                downloads):
-  monkeypatch.delenv(tfds_builders.DATA_DIR_ENV, raising=False)
-  with pytest.raises(sources.DataError) as info:
+  monkeypatch.delenv(catalog.DATA_DIR_ENV, raising=False)
+  with pytest.raises(files.DataError) as info:
     datasets.load('beauty', cache_dir=str(tmp_path / 'cache'))
   assert 'could not download' in str(info.value)
   assert 'REC_JAX_DATA_DIR' in str(info.value)

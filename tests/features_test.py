@@ -9,13 +9,13 @@ from conftest import load_config
 from rec_jax import features
 from rec_jax import finetune
 from rec_jax.data import pipeline
-from rec_jax.models import sequence
+from rec_jax import models
 
 
 @pytest.mark.parametrize('layer', [0, 1, -1])
 def test_user_embeddings_match_left_padded_encoding(layer):
   config = load_config('recommended', 'smoke')
-  model = sequence.build(config.model, 40, rngs=nnx.Rngs(0))
+  model = models.build(config.model, 40, rngs=nnx.Rngs(0))
   graphdef, params = nnx.split(model, nnx.Param)
   params = nnx.to_pure_dict(params)
   rng = np.random.default_rng(0)

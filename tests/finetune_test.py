@@ -12,6 +12,7 @@ import pytest
 
 from rec_jax import finetune
 from rec_jax import sharding
+from rec_jax import trainer
 from rec_jax.data import pipeline
 import conftest
 
@@ -26,7 +27,7 @@ def smoke_config(**mesh):
 
 def test_step_lowers_loss_and_does_not_retrace():
   config = smoke_config(data=4, model=2)
-  ds, split = finetune.load_data(config)
+  config, (ds, split) = _data(config)
   mesh = sharding.make_mesh(config.mesh)
   tx = optax.adam(1e-2)
   graphdef, abs_params, state, state_sh = finetune.fresh_state(
@@ -35,8 +36,8 @@ def test_step_lowers_loss_and_does_not_retrace():
   stream = pipeline.TrainStream(seg, batch_size=8,
                                 max_len=config.model.max_len, seed=0)
   batch = sharding.host_to_global(mesh, stream.batch(0, 0))
-  step = finetune.jit_train_step(config.finetune, graphdef, tx, state_sh,
-                                 mesh, ds.num_items)
+  step = finetune.make_train_step(config, graphdef, tx, state_sh, mesh,
+                                  ds=ds)
   key = jax.device_put(jax.random.key(0), sharding.replicated(mesh))
   state, m = step(state, batch, key)
   first = float(m['train/loss'])
@@ -57,7 +58,7 @@ def test_input_masking_and_label_smoothing_change_only_the_loss():
   target count is unchanged (masking hides inputs, never targets) and the
   loss differs from the plain step's at the same params and key."""
   config = smoke_config()
-  ds, split = finetune.load_data(config)
+  config, (ds, split) = _data(config)
   mesh = sharding.make_mesh(config.mesh)
   tx = optax.adam(1e-2)
   seg = pipeline.make_segments(split.train, config.model.max_len, shift=True)
@@ -69,12 +70,12 @@ def test_input_masking_and_label_smoothing_change_only_the_loss():
   for name, overrides in (('plain', {}),
                           ('masked', dict(input_mask_prob=0.3)),
                           ('smoothed', dict(label_smoothing=0.2))):
-    cfg = config.finetune.copy_and_resolve_references()
-    cfg.update(overrides)
+    variant = config.copy_and_resolve_references()
+    variant.finetune.update(overrides)
     graphdef, _, state, state_sh = finetune.fresh_state(
         config, ds.num_items, mesh, tx)
-    step = finetune.jit_train_step(cfg, graphdef, tx, state_sh, mesh,
-                                   ds.num_items)
+    step = finetune.make_train_step(variant, graphdef, tx, state_sh, mesh,
+                                    ds=ds)
     state, m = step(state, batch, key)
     first[name] = float(m['train/loss'])
     assert float(m['train/targets']) == (
@@ -89,8 +90,8 @@ def test_input_masking_and_label_smoothing_change_only_the_loss():
   graphdef, _, state, state_sh = finetune.fresh_state(config, ds.num_items,
                                                       mesh, tx)
   with pytest.raises(ValueError, match='label_smoothing'):
-    finetune.jit_train_step(config.finetune, graphdef, tx, state_sh, mesh,
-                            ds.num_items)(state, batch, key)
+    finetune.make_train_step(config, graphdef, tx, state_sh, mesh,
+                             ds=ds)(state, batch, key)
 
 
 def test_joint_objectives_add_their_loss_and_gradients():
@@ -100,7 +101,7 @@ def test_joint_objectives_add_their_loss_and_gradients():
   config.finetune.aux.objectives.contrastive = 0.5
   config.finetune.aux.objectives.duorec = 0.25
   config.finetune.aux.batch_size = 8
-  ds, split = finetune.load_data(config)
+  config, (ds, split) = _data(config)
   mesh = sharding.make_mesh(config.mesh)
   tx = optax.adam(1e-2)
   seg = pipeline.make_segments(split.train, config.model.max_len, shift=True)
@@ -114,11 +115,8 @@ def test_joint_objectives_add_their_loss_and_gradients():
   key = jax.device_put(jax.random.key(0), sharding.replicated(mesh))
   graphdef, abs_params, state, state_sh = finetune.fresh_state(
       config, ds.num_items, mesh, tx)
-  ctx = finetune.aux_context(config, ds, split,
-                             abs_params['encoder']['item_embed'].shape[0],
-                             mesh)
-  step = finetune.jit_train_step(config.finetune, graphdef, tx, state_sh,
-                                 mesh, ds.num_items, aux_ctx=ctx)
+  step = finetune.make_train_step(config, graphdef, tx, state_sh, mesh,
+                                  ds=ds, split=split)
   state, m = step(state, batch, key)
   expect = (m['train/next_item_loss'] + 0.5 * m['train/aux_contrastive']
             + 0.25 * m['train/aux_duorec'])
@@ -130,7 +128,7 @@ def test_joint_objectives_add_their_loss_and_gradients():
   assert np.isfinite(float(m['train/aux_contrastive']))
   config.finetune.aux.objectives = {'cloze': 1.0}
   with pytest.raises(ValueError, match='finetune.aux.objectives'):
-    finetune.aux_weights(config.finetune)
+    finetune.joint_weights(config.finetune)
 
 
 def test_joint_objectives_need_the_causal_next_item_task(tmp_path):
@@ -149,10 +147,16 @@ def test_label_smoothing_needs_ce_before_any_data_is_read(tmp_path,
   def no_data(*_):
     raise AssertionError('data read before the config was checked')
 
-  monkeypatch.setattr(finetune.trainer, 'load_data', no_data)
+  monkeypatch.setattr(trainer, 'load_data', no_data)
   with pytest.raises(ValueError, match="label_smoothing=0.1 needs "
                      "finetune.loss='ce', not 'bce'"):
     finetune.run(config, str(tmp_path))
+
+
+def _data(config):
+  """(the config resolved on its data, (dataset, split))."""
+  data = trainer.load_data(config)
+  return trainer.resolved(config, data), data
 
 
 def _run(tmp_path, name, config):
@@ -220,7 +224,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
   mgr = checkpoints.Manager(os.path.join(tmp_path, 'nan'), async_save=False)
   step = mgr.latest_step()
   if step is not None:
-    ds, _ = finetune.load_data(config)
+    config, (ds, _) = _data(config)
     mesh = sharding.make_mesh(config.mesh)
     # Restore onto the right structure via a fresh run's abstract state.
     state, _ = mgr.restore(_abstract_state(config, ds.num_items, mesh))

@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 
 from conftest import REPO
+from rec_jax import config_lib
 from rec_jax import item_text
 from rec_jax import peft
 from rec_jax.data import types
-from rec_jax.models import sequence
+from rec_jax.models import sasrec
 
 
 class FakeEncoder:
@@ -62,7 +63,7 @@ def test_attribute_ids_become_words():
 
 
 def _encoder(mode):
-  enc = sequence.SequenceEncoder(
+  enc = sasrec.Encoder(
       num_items=6, max_len=4, embed_dim=8, num_layers=1, num_heads=2,
       mlp_dim=16, causal=True, vocab_multiple=8, text_dim=5,
       text_mode=mode, rngs=nnx.Rngs(0))
@@ -85,10 +86,9 @@ def test_inductive_items_are_their_text():
       np.asarray(trans.item_table()),
       np.asarray(trans.item_embed[...] + trans.text(jnp.float32)), rtol=1e-6)
   with pytest.raises(ValueError, match="text_mode='both'"):
-    sequence.SequenceEncoder(num_items=6, max_len=4, embed_dim=8,
-                             num_layers=1, num_heads=2, mlp_dim=16,
-                             causal=True, text_dim=5, text_mode='both',
-                             rngs=nnx.Rngs(0))
+    sasrec.Encoder(num_items=6, max_len=4, embed_dim=8, num_layers=1,
+                   num_heads=2, mlp_dim=16, causal=True, text_dim=5,
+                   text_mode='both', rngs=nnx.Rngs(0))
 
 
 def test_text_features_never_train():
@@ -159,7 +159,7 @@ def _initialised(config):
   graphdef, abs_params, param_sh = finetune.abstract_model(
       config, ds.num_items, mesh)
   params = finetune.init_params(config, ds.num_items, mesh, param_sh, 0)
-  params = trainer.fill_text_features(config, ds, params, param_sh)
+  params = item_text.fill_params(config.model, ds, params, param_sh)
   return ds, mesh, graphdef, abs_params, params
 
 
@@ -201,7 +201,7 @@ def test_lora_on_tuned_text_layers():
   weights they give the same item text embeddings."""
   from rec_jax import finetune  # pylint: disable=g-import-not-at-top
   config = _tuned_config()
-  peft.configure(config, 'lora')
+  config_lib.override(config, peft.overrides('lora'))
   ds, mesh, graphdef, abs_params, params = _initialised(config)
   layer = params['encoder']['text']['layers'][0]
   projections = ('query', 'key', 'value', 'out', 'up', 'down')
@@ -229,8 +229,8 @@ def test_lora_on_tuned_text_layers():
   adapted = np.asarray(nnx.merge(graphdef, params).encoder.text.embeddings(
       jnp.float32))
   assert np.abs(adapted - tuned).max() > 1e-3  # the adapters act
-  merged = peft.merge_lora(params, scale=config.model.lora_alpha /
-                           config.model.lora_rank)
+  merged = peft.merge_lora(params, scale=config.model.peft.lora_alpha /
+                           config.model.peft.lora_rank)
   plain = _tuned_config()
   plain_graph, _, plain_sh = finetune.abstract_model(plain, ds.num_items,
                                                      mesh)

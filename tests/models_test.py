@@ -10,20 +10,21 @@ import pytest
 from rec_jax import config_lib
 from rec_jax import finetune
 from rec_jax import sharding
-from rec_jax.models import sequence
+from rec_jax import models
 
 
 def _config(causal=True, positions='absolute'):
   cfg = config_lib.ml_collections.ConfigDict()
-  cfg.model = config_lib.model_config(causal=causal, max_len=8, embed_dim=16,
-                                      num_layers=2, num_heads=2, mlp_dim=32)
-  cfg.model.positions = positions
+  cfg.model = config_lib.model_config(
+      name='sasrec', causal=causal, max_len=8, embed_dim=16, num_layers=2,
+      num_heads=2, mlp_dim=32, positions=positions, dropout_rate=0.2,
+      attention_dropout_rate=0.2)
   cfg.axis_rules = config_lib.axis_rules()
   return cfg
 
 
 def _model(causal=True, num_items=30, positions='absolute'):
-  return sequence.build(_config(causal, positions).model, num_items,
+  return models.build(_config(causal, positions).model, num_items,
                         rngs=nnx.Rngs(0))
 
 
@@ -148,17 +149,20 @@ def test_dropout_from_data_is_set_when_the_data_load():
   import conftest  # pylint: disable=g-import-not-at-top
   config = conftest.load_config('sasrec', 'smoke')
   assert config.model.dropout_rate == config_lib.FROM_DATA
-  assert config_lib.from_data_keys(config) == ['dropout_rate',
-                                               'attention_dropout_rate']
+  assert config_lib.from_data_keys(config) == ['model.dropout_rate',
+                                               'model.attention_dropout_rate']
   # Built before the data are loaded, the model evaluates, but no training
   # step runs with an unset rate.
-  model = sequence.build(config.model, 30, rngs=nnx.Rngs(0))
+  model = models.build(config.model, 30, rngs=nnx.Rngs(0))
   items = jnp.array([[1, 2, 3, 4]])
   pos, seg = jnp.arange(4)[None], jnp.ones_like(items)
   model.encoder(items, pos, seg)
   with pytest.raises(ValueError, match='from the data'):
     model.encoder(items, pos, seg, key=jax.random.key(0))
-  _, split = trainer.load_data(config)  # 128 users, 60 items: ~14 per item.
+  unresolved = config
+  # 128 users, 60 items: ~14 per item.
+  config = trainer.resolved(config, trainer.load_data(config))
+  assert unresolved.model.dropout_rate == config_lib.FROM_DATA  # a copy.
   assert config.model.dropout_rate == config.model.attention_dropout_rate
   assert config.model.dropout_rate == 0.5
   assert not config_lib.from_data_keys(config)
@@ -167,12 +171,13 @@ def test_dropout_from_data_is_set_when_the_data_load():
   dense.data.synthetic.update(num_users=600, num_items=40, min_len=20,
                               max_len=30)
   dense.model.attention_dropout_rate = 0.3  # given: kept.
-  trainer.load_data(dense)
+  dense = trainer.resolved(dense, trainer.load_data(dense))
   assert dense.model.dropout_rate == 0.2
   assert dense.model.attention_dropout_rate == 0.3
   with pytest.raises(ValueError, match=r'model.dropout_rate=1.5'):
-    sequence.build(config_lib.model_config(causal=True, dropout_rate=1.5), 30,
-                   rngs=nnx.Rngs(0))
+    bad = _config().model
+    bad.dropout_rate = 1.5
+    models.build(bad, 30, rngs=nnx.Rngs(0))
 
 
 @pytest.mark.parametrize('causal', [True, False])

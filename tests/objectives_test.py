@@ -94,12 +94,13 @@ def test_every_objective_learns():
     config.model.max_len = 8  # one length bucket: one compile.
     config.mesh.data = 1
   weights = objectives.active(config.pretrain.objectives)
-  ds, split = trainer.load_data(config)
+  data = trainer.load_data(config)
+  config = trainer.resolved(config, data)
+  ds, split = data
   mesh = sharding.make_mesh(config.mesh)
   build = pretrain.builder(config, ds)
   graphdef, abs_params, param_sh = trainer.abstract_model(build, config, mesh)
-  vocab = abs_params['encoder']['item_embed'].shape[0]
-  ctx = pretrain.context(config, ds, split, weights, vocab, mesh)
+  ctx = pretrain.context(config, ds, split, weights, mesh)
   stream = pipeline.UserStream(split.train, batch_size=64, max_len=8, seed=0,
                                random_prefix=False, partners=True)
   fixed = sharding.host_to_global(mesh, stream.batch(0, 0))

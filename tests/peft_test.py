@@ -14,7 +14,7 @@ from rec_jax import peft
 from rec_jax import sharding
 from rec_jax import trainer
 from rec_jax.data import pipeline
-from rec_jax.models import sequence
+from rec_jax import models
 
 
 def setup(method, **model):
@@ -43,7 +43,9 @@ def batch_for(config, split):
 ])
 def test_only_the_method_parameters_change(method, expect):
   config = setup(method)
-  ds, split = trainer.load_data(config)
+  data = trainer.load_data(config)
+  config = trainer.resolved(config, data)
+  ds, split = data
   mesh = sharding.make_mesh(config.mesh)
   graphdef, abs_params, param_sh = finetune.abstract_model(
       config, ds.num_items, mesh)
@@ -58,8 +60,8 @@ def test_only_the_method_parameters_change(method, expect):
       else x, params)
   before = jax.device_get(params)
   state = trainer.init_state(tx, params, state_sh, mesh)
-  step = finetune.jit_train_step(config.finetune, graphdef, tx, state_sh,
-                                 mesh, ds.num_items)
+  step = finetune.make_train_step(config, graphdef, tx, state_sh, mesh,
+                                  ds=ds)
   stream = batch_for(config, split)
   key = jax.random.key(0)
   for i in range(3):
@@ -91,7 +93,7 @@ def test_only_the_method_parameters_change(method, expect):
 
 def test_lora_merges_into_the_base_weights():
   config = setup('lora')
-  model = sequence.build(config.model, 50, rngs=nnx.Rngs(0))
+  model = models.build(config.model, 50, rngs=nnx.Rngs(0))
   params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
   rng = np.random.default_rng(0)
   params = jax.tree_util.tree_map_with_path(
@@ -102,13 +104,14 @@ def test_lora_merges_into_the_base_weights():
   seg = jnp.ones((3, 10), jnp.int32)
   graphdef = nnx.graphdef(model)
   with_lora = nnx.merge(graphdef, params)(items, pos, seg)
-  merged = peft.merge_lora(params, scale=config.model.lora_alpha /
-                           config.model.lora_rank)
+  merged = peft.merge_lora(params, scale=config.model.peft.lora_alpha /
+                           config.model.peft.lora_rank)
   assert not any('lora_' in str(k) for k in
                  jax.tree_util.tree_flatten_with_path(merged)[0][0][0])
   with config.unlocked():
-    config.model.lora_rank = 0
-  plain = sequence.build(config.model, 50, rngs=nnx.Rngs(1))
+    config.model.peft.lora_rank = 0
+    config.model.peft.lora_table_rank = 0
+  plain = models.build(config.model, 50, rngs=nnx.Rngs(1))
   nnx.update(plain, jax.tree.map(jnp.asarray, merged))
   np.testing.assert_allclose(plain(items, pos, seg), with_lora, atol=1e-5)
 
@@ -117,8 +120,8 @@ def test_lora_merges_into_the_base_weights():
 def test_fresh_method_parameters_keep_the_pretrained_function(method):
   config = setup(method)
   base = setup('full')
-  model = sequence.build(config.model, 50, rngs=nnx.Rngs(0))
-  plain = sequence.build(base.model, 50, rngs=nnx.Rngs(0))
+  model = models.build(config.model, 50, rngs=nnx.Rngs(0))
+  plain = models.build(base.model, 50, rngs=nnx.Rngs(0))
   params = nnx.to_pure_dict(nnx.state(plain, nnx.Param))
   state = nnx.to_pure_dict(nnx.state(model, nnx.Param))
   state['encoder'] = jax.tree.map(lambda x: x, state['encoder'])

@@ -14,10 +14,13 @@ from conftest import REPO
 from conftest import load_config
 from rec_jax import bridge
 from rec_jax import checkpoints
+from rec_jax import config_lib
 from rec_jax import finetune
 from rec_jax import pretrain
 from rec_jax import sharding
 from rec_jax import trainer
+from rec_jax import trees
+from rec_jax.models import items
 
 
 def smoke_config(name='cloze', arg='smoke', **mesh):
@@ -244,16 +247,16 @@ def test_epochs_per_pass_scales_pretraining_to_the_history():
   assert stream.steps_in_epoch(0) == 1
   cfg = load_config('recommended', '').pretrain
   cfg.update(num_epochs=3, min_steps=0, epochs_per_pass=False)
-  assert pretrain.epochs_for(cfg, stream) == 3
+  assert config_lib.pretrain_epochs(cfg, stream) == 3
   cfg.epochs_per_pass = True
-  assert pretrain.epochs_for(cfg, stream) == 12
+  assert config_lib.pretrain_epochs(cfg, stream) == 12
   cfg.min_steps = 20
-  assert pretrain.epochs_for(cfg, stream) == 20
+  assert config_lib.pretrain_epochs(cfg, stream) == 20
   # Histories that fit in max_len: a pass is one epoch.
   short = pipeline.UserStream([np.arange(1, 9, dtype=np.int32)] * 8,
                               batch_size=8, max_len=10, seed=0)
   cfg.min_steps = 0
-  assert pretrain.epochs_for(cfg, short) == 3
+  assert config_lib.pretrain_epochs(cfg, short) == 3
 
 
 def test_pretrain_window_arg_picks_the_windows():
@@ -276,11 +279,43 @@ def test_pretraining_tables_stay_on_the_host(pretrained):
   ds, split = trainer.load_data(config)
   weights = {k: v for k, v in config.pretrain.objectives.items() if v}
   mesh = sharding.make_mesh(config.mesh)
-  ctx = pretrain.context(config, ds, split, weights, ds.num_items + 2, mesh)
+  ctx = pretrain.context(config, ds, split, weights, mesh)
+  vocab = items.vocab_size(ds.num_items, config.model.vocab_multiple)
   assert isinstance(ctx.similar, np.ndarray)
   assert isinstance(ctx.attributes, np.ndarray)
-  assert ctx.similar.shape == (ds.num_items + 2,
-                               config.pretrain.augment.num_correlated)
+  assert ctx.similar.shape == (vocab, config.pretrain.augment.num_correlated)
   # Results say where they were measured.
   assert summary['hardware'] == (
       f'{jax.device_count()}x cpu ({os.cpu_count()} cores)')
+
+
+@pytest.mark.parametrize('method', ['lora', 'frozen', 'prefix', 'adapter'])
+def test_pretraining_is_the_same_for_every_finetune_method(method, tmp_path):
+  """The pretraining model drops the fine-tune's additions as a whole
+  (model.peft: LoRA on the blocks and on the item table, prefixes,
+  adapters; heads): a finetune=lora recipe pretrains exactly the encoder
+  a finetune=full one does, and its finished pretraining is reused."""
+  full = load_config('recommended', 'smoke')
+  other = load_config('recommended', f'smoke,finetune={method}')
+  data = trainer.load_data(full)
+  full, other = trainer.resolved(full, data), trainer.resolved(other, data)
+  mesh = sharding.make_mesh(full.mesh)
+
+  def init(config):
+    build = pretrain.builder(config, data[0])
+    _, abs_params, sh = trainer.abstract_model(build, config, mesh)
+    return jax.device_get(trainer.init_params(build, config, mesh, sh, 0))
+  a, b = init(full), init(other)
+  assert jax.tree.structure(a) == jax.tree.structure(b)
+  assert not any('lora' in k or 'prefix' in k or 'adapter' in k
+                 for k in trees.flatten(b))
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_array_equal(x, y)
+  # A finished pretraining of the full recipe resumes for this one; the
+  # fine-tune stage of the full recipe does not.
+  for stage in ('pretrain', 'finetune'):
+    os.makedirs(tmp_path / stage / 'best' / '1')
+    trainer.write_config(full, str(tmp_path / stage))
+  config_lib.check_resume(str(tmp_path / 'pretrain'), other, 'pretrain')
+  with pytest.raises(ValueError, match='finetune.method'):
+    config_lib.check_resume(str(tmp_path / 'finetune'), other, 'finetune')

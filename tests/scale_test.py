@@ -11,6 +11,7 @@ import pytest
 from rec_jax import finetune
 from rec_jax import losses
 from rec_jax import sharding
+from rec_jax import trainer
 from rec_jax.data import pipeline
 import conftest
 
@@ -62,19 +63,17 @@ def test_sharded_ce_never_holds_catalog_logits():
 
 def _one_step(config, batch_np, mesh_layout=(1, 1, 1), steps=1):
   config.mesh.update(dict(zip(('data', 'fsdp', 'model'), mesh_layout)))
-  ds, _ = finetune.load_data(config)
+  data = trainer.load_data(config)
+  config = trainer.resolved(config, data)
+  ds, _ = data
   mesh = sharding.make_mesh(config.mesh)
   tx = optax.adam(1e-2)
-  graphdef, abs_params, state, state_sh = finetune.fresh_state(
+  graphdef, _, state, state_sh = finetune.fresh_state(
       config, ds.num_items, mesh, tx)
-  log_q = None
-  if config.finetune.sampler != 'uniform':
-    counts = np.bincount(np.asarray(batch_np['targets']).ravel(),
-                         minlength=ds.num_items + 1)
-    log_q = jnp.asarray(losses.popularity_log_q(
-        counts, ds.num_items, abs_params['encoder']['item_embed'].shape[0]))
-  step = finetune.jit_train_step(config.finetune, graphdef, tx, state_sh,
-                                 mesh, ds.num_items, log_q)
+  counts = np.bincount(np.asarray(batch_np['targets']).ravel(),
+                       minlength=ds.num_items + 1)
+  step = finetune.make_train_step(config, graphdef, tx, state_sh, mesh,
+                                  ds=ds, target_counts=counts)
   key = jax.device_put(jax.random.key(0), sharding.replicated(mesh))
   batch = sharding.host_to_global(mesh, batch_np)
   losses_seen = []
@@ -87,7 +86,7 @@ def _one_step(config, batch_np, mesh_layout=(1, 1, 1), steps=1):
 @pytest.fixture(scope='module')
 def batch_np():
   config = conftest.load_config('sasrec', 'smoke')
-  _, split = finetune.load_data(config)
+  _, split = trainer.load_data(config)
   seg = pipeline.make_segments(split.train, config.model.max_len, shift=True)
   return pipeline.TrainStream(seg, batch_size=8, max_len=config.model.max_len,
                               seed=0).batch(0, 0)

@@ -296,15 +296,15 @@ def test_retrain_on_new_interactions_and_hot_swap(service, trained,
 
 
 def test_new_interactions_errors_name_the_line(tmp_path):
-  from rec_jax.data import sources  # pylint: disable=g-import-not-at-top
+  from rec_jax.data.sources import files  # pylint: disable=g-import-not-at-top
   bad = tmp_path / 'bad.txt'
   for text, message in (('1 5\n2 99\n', 'line 2: item id 99'),
                         ('1 5\n12 4\n', 'line 2: new user id 12: expected 11'),
                         ('1 x\n', "line 1: token 'x'")):
     bad.write_text(text)
-    with pytest.raises(sources.DataError, match=message):
-      sources.read_new_interactions(str(bad), 10, 50)
+    with pytest.raises(files.DataError, match=message):
+      files.read_new_interactions(str(bad), 10, 50)
   bad.write_text('11 3\n12 4\n11 5\n2 1 2\n')
-  got = sources.read_new_interactions(str(bad), 10, 50)
+  got = files.read_new_interactions(str(bad), 10, 50)
   assert {u: v.tolist() for u, v in got.items()} == {
       11: [3, 5], 12: [4], 2: [1, 2]}

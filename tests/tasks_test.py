@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from conftest import load_config
-from rec_jax import tasks
+from rec_jax.tasks import ctr
+from rec_jax.tasks import rating
 
 
 def test_auc_counts_pairs_with_half_ties():
@@ -12,8 +13,8 @@ def test_auc_counts_pairs_with_half_ties():
   neg = np.array([[0.1, 0.4], [0.5, 0.95]])
   # Pairs (pos > neg): 0.9 beats 0.1, 0.4, 0.5 (3) and loses to 0.95;
   # 0.4 beats 0.1, ties 0.4 (1/2), loses to 0.5 and 0.95: 4.5 of 8.
-  assert tasks.auc(pos, neg) == pytest.approx(4.5 / 8)
-  assert tasks.auc(np.array([2.0]), np.array([[1.0, 0.0]])) == 1.0
+  assert ctr.auc(pos, neg) == pytest.approx(4.5 / 8)
+  assert ctr.auc(np.array([2.0]), np.array([[1.0, 0.0]])) == 1.0
 
 
 def test_logloss_is_mean_binary_cross_entropy():
@@ -21,17 +22,17 @@ def test_logloss_is_mean_binary_cross_entropy():
   sig = lambda x: 1 / (1 + np.exp(-x))
   expect = -(np.log(sig(0.0)) + np.log(sig(2.0)) + np.log(1 - sig(-1.0)) +
              np.log(1 - sig(3.0))) / 4
-  assert tasks.logloss(pos, neg) == pytest.approx(expect)
+  assert ctr.logloss(pos, neg) == pytest.approx(expect)
 
 
 def test_popularity_negatives_avoid_history_and_follow_popularity():
   counts = np.array([0, 1000, 1, 1, 1, 1, 1, 1, 1, 1, 1])
   hist = [np.array([2, 3]), np.array([1])]
-  neg = tasks.popularity_negatives(hist, np.array([4, 5]), counts, 3, seed=0)
+  neg = ctr.popularity_negatives(hist, np.array([4, 5]), counts, 3, seed=0)
   assert neg.shape == (2, 3)
   assert not set(neg[0]) & {2, 3, 4} and not set(neg[1]) & {1, 5}
   assert len(set(neg[0])) == 3
-  many = tasks.popularity_negatives([np.array([2])] * 300, np.full(300, 3),
+  many = ctr.popularity_negatives([np.array([2])] * 300, np.full(300, 3),
                                     counts, 1, seed=1)
   assert (many == 1).mean() > 0.9  # item 1 holds ~99% of the mass.
 
@@ -42,7 +43,7 @@ def test_popularity_baseline_is_calibrated_on_validation():
   top = np.argsort(-counts[1:])[:10] + 1
   valid = (rng.choice(top, 200), rng.integers(1, 51, (200, 4)))
   test = (rng.choice(top, 200), rng.integers(1, 51, (200, 4)))
-  out = tasks.popularity_baseline(counts, valid, test)
+  out = ctr.popularity_baseline(counts, valid, test)
   assert out['auc'] > 0.7
   assert out['logloss'] < np.log(2)  # better than a constant 1/2.
 
@@ -61,7 +62,7 @@ def test_rating_baselines_by_hand():
   train_items = [np.array([1, 2]), np.array([2, 3])]
   train_r = [np.array([5.0, 3.0]), np.array([1.0, 4.0])]
   items, true = np.array([2, 4]), np.array([2.0, 4.0])
-  out = tasks.rating_baselines(train_items, train_r, items, true)
+  out = rating.rating_baselines(train_items, train_r, items, true)
   # global mean 3.25; user means 4, 2.5; item 2 mean 2, item 4 unseen.
   rmse = lambda p: float(np.sqrt(np.mean((np.array(p) - true) ** 2)))
   assert out['global_mean']['rmse'] == pytest.approx(rmse([3.25, 3.25]))
@@ -73,8 +74,8 @@ def test_rating_baselines_by_hand():
 def test_rating_head_user_term_by_hand():
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from flax import nnx  # pylint: disable=g-import-not-at-top
-  from rec_jax.models import sequence  # pylint: disable=g-import-not-at-top
-  head = sequence.RatingHead(4, 6, rngs=nnx.Rngs(0))
+  from rec_jax.models import heads  # pylint: disable=g-import-not-at-top
+  head = heads.RatingHead(4, 6, rngs=nnx.Rngs(0))
   table = jnp.zeros((6, 4))  # no interaction term: biases and user term.
   h = jnp.ones((2, 4))
   items = jnp.array([1, 2])
@@ -84,7 +85,7 @@ def test_rating_head_user_term_by_hand():
   assert np.allclose(out, [25 / 7, 3.0], atol=1e-5)
   assert np.allclose(head(h, items, table, 3.0), [3.0, 3.0])
   with pytest.raises(ValueError, match='history_ratings'):
-    tasks.history_ratings([np.ones(2)], np.ones(2))
+    rating.history_ratings([np.ones(2)], np.ones(2))
 
 
 def test_rating_values_follow_their_targets():
@@ -118,7 +119,7 @@ def test_rating_values_follow_their_targets():
   assert seen == 6  # every input position of both users.
   ds = types.SequenceDataset(name='x', sequences=seqs, num_items=10)
   with pytest.raises(ValueError, match="dataset 'x' has no ratings"):
-    tasks.rating_split(ds)
+    rating.rating_split(ds)
   with pytest.raises(ValueError, match='2 values for 3 items'):
     pipeline.make_segments(seqs[1:], 3, shift=True, values=[np.ones(2)])
 

@@ -46,8 +46,8 @@ def crop(key, items, length, eta: float):
   k = _count(eta, length, 1)
   begin = start + jax.random.randint(key, (), 0, jnp.maximum(length - k, 0) + 1)
   src = begin + idx - (width - k)
-  out = jnp.where(idx >= width - k, jnp.take(items, jnp.clip(src, 0, width - 1)),
-                  0)
+  out = jnp.where(idx >= width - k,
+                  jnp.take(items, jnp.clip(src, 0, width - 1)), 0)
   return out * (length > 0), jnp.where(length > 0, k, 0)
 
 

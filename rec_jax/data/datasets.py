@@ -6,7 +6,7 @@
     print(datasets.describe(ds))
 
 The first call for a dataset prepares it with its TFDS builder
-(`tfds_builders.py`) into the cache ($REC_JAX_CACHE_DIR, default
+(`rec_jax.data.builders`) into the cache ($REC_JAX_CACHE_DIR, default
 ~/.cache/rec_jax/tfds); later calls only read the prepared ArrayRecord files.
 """
 
@@ -14,12 +14,13 @@ import dataclasses
 
 import numpy as np
 
-from rec_jax.data import sources
-from rec_jax.data import tfds_builders
 from rec_jax.data import types
+from rec_jax.data.builders import base
+from rec_jax.data.builders import catalog
+from rec_jax.data.sources import files
 
-NAMES = tuple(tfds_builders.BUILDERS)
-DataError = sources.DataError
+NAMES = tuple(catalog.BUILDERS)
+DataError = files.DataError
 
 
 def load(name: str, *, data_dir: str | None = None,
@@ -43,12 +44,12 @@ def load(name: str, *, data_dir: str | None = None,
     DataError: unknown name, a missing or malformed raw file, a failed
       download, or a prepared copy that breaks the dataset's invariants.
   """
-  builder = tfds_builders.make_builder(
+  builder = catalog.make_builder(
       name, data_dir=data_dir, cache_dir=cache_dir, **synthetic_kwargs)
-  tfds_builders.prepare(builder)
+  base.prepare(builder)
   meta = builder.info.metadata
   where = f'{name} ({builder.data_path})'
-  records = tfds_builders.read_users(builder)
+  records = base.read_users(builder)
   # Records come back in key-hash order; put user u at index u - 1.
   users = np.array([r['user_id'] for r in records], np.int64)
   order = np.argsort(users, kind='stable')
@@ -91,14 +92,14 @@ def load(name: str, *, data_dir: str | None = None,
 def append_interactions(ds: types.SequenceDataset,
                         path: str) -> types.SequenceDataset:
   """`ds` with the interactions of `path` appended to its users' sequences
-  (new users added after the last one); see `sources.read_new_interactions`.
+  (new users added after the last one); see `files.read_new_interactions`.
 
   The leave-one-out split of the result holds out each user's newest items,
   so a model retrained on it is validated on what happened most recently.
   Ratings and timestamps are dropped (the file has none); so are the
   sampled-evaluation negatives when users are added.
   """
-  new = sources.read_new_interactions(path, ds.num_users, ds.num_items)
+  new = files.read_new_interactions(path, ds.num_users, ds.num_items)
   sequences = list(ds.sequences)
   for user in sorted(new):
     if user > len(sequences):

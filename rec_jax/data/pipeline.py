@@ -126,18 +126,24 @@ def make_segments(train: list[np.ndarray], max_len: int, *,
 
 
 def pack(lengths: np.ndarray, max_len: int,
-         rng: np.random.Generator | None = None):
+         rng: np.random.Generator | None = None, *, packed: bool = True):
   """Best-fit packing of segments into rows of max_len.
 
   Args:
     lengths: [S] segment lengths, each <= max_len.
     max_len: row length.
     rng: visit segments and order rows at random; None keeps input order.
+    packed: False gives every segment a row of its own, right-aligned
+      (left-padded): the unpacked mode of a model family that cannot keep
+      the users of a row apart (rec_jax.models, PACKED).
 
   Returns:
     (row [S], offset [S], num_rows): where each segment lands.
   """
   n = len(lengths)
+  if not packed:
+    row = np.arange(n) if rng is None else rng.permutation(n)
+    return row, max_len - np.asarray(lengths, np.int64), n
   row = np.empty(n, np.int64)
   off = np.empty(n, np.int64)
   fill = []
@@ -163,33 +169,48 @@ def pack(lengths: np.ndarray, max_len: int,
   return perm[row], off, len(fill)
 
 
-class TrainStream:
+class _Stream:
+  """What every batch stream holds: a global batch of `batch_size` rows of
+  at most max_len, a seed that with (epoch, index) fixes each batch, and
+  the rows of it this process builds (`row_slice`)."""
+
+  def __init__(self, *, batch_size: int, max_len: int, seed: int,
+               row_slice: slice | None):
+    self.batch_size = batch_size
+    self.max_len = max_len
+    self.seed = seed
+    self.row_slice = row_slice or slice(0, batch_size)
+
+
+class TrainStream(_Stream):
   """Packed training batches as a function of (epoch, index).
 
   Each batch is a dict of int32 [rows, max_len] arrays: `inputs`,
   `targets`, `positions` (right-aligned: a segment's last position is
   max_len - 1, as in left-padded evaluation inputs) and `segment_ids`
   (0 = padding). Only the rows of this process (`row_slice`) are built.
+  With `packed=False` every segment has a row of its own, left-padded.
   """
 
   def __init__(self, segments: Segments, *, batch_size: int, max_len: int,
-               seed: int, row_slice: slice | None = None):
+               seed: int, row_slice: slice | None = None,
+               packed: bool = True):
     if int(segments.lengths.max(initial=0)) > max_len:
       raise ValueError('a segment is longer than max_len')
     if not len(segments.lengths):
       raise ValueError('no training segments: every sequence is too short')
+    super().__init__(batch_size=batch_size, max_len=max_len, seed=seed,
+                     row_slice=row_slice)
     self.segments = segments
-    self.batch_size = batch_size
-    self.max_len = max_len
-    self.seed = seed
-    self.row_slice = row_slice or slice(0, batch_size)
+    self.packed = packed
     self._plan_epoch = None
     self._plan = None
 
   def _epoch_plan(self, epoch: int):
     if self._plan_epoch != epoch:
       rng = np.random.default_rng([self.seed, epoch])
-      self._plan = pack(self.segments.lengths, self.max_len, rng)
+      self._plan = pack(self.segments.lengths, self.max_len, rng,
+                        packed=self.packed)
       order = np.argsort(self._plan[0], kind='stable')
       self._by_row = (order, np.searchsorted(
           self._plan[0][order], np.arange(self._plan[2] + 1)))
@@ -236,14 +257,16 @@ class TrainStream:
 
 
 def pack_eval(histories: list[np.ndarray], max_len: int, *,
-              mask_id: int | None = None, row_multiple: int = 1):
+              mask_id: int | None = None, row_multiple: int = 1,
+              packed: bool = True):
   """Packs evaluation inputs: several users' histories share a row.
 
   Each history is cut to its newest max_len items (max_len - 1 plus a
   [MASK] with `mask_id`), right-aligned in position as in `eval_inputs`, so
   the encoder output at each user's last position equals that of a
   left-padded row of its own, at a fraction of the cost (most histories are
-  far shorter than max_len).
+  far shorter than max_len). `packed=False`: one history per row,
+  left-padded (see `pack`).
 
   Returns:
     (batch of int32 [R, max_len] arrays: inputs, positions, segment_ids;
@@ -256,7 +279,7 @@ def pack_eval(histories: list[np.ndarray], max_len: int, *,
   if mask_id is not None:
     cut = [np.append(h, np.int32(mask_id)) for h in cut]
   lengths = np.array([max(len(h), 1) for h in cut], np.int64)
-  row, off, rows = pack(lengths, max_len)
+  row, off, rows = pack(lengths, max_len, packed=packed)
   rows = -(-rows // row_multiple) * row_multiple
   out = {k: np.zeros((rows, max_len), np.int32)
          for k in ('inputs', 'positions', 'segment_ids')}
@@ -315,7 +338,7 @@ def bucket_widths(max_len: int, smallest: int = 8) -> list[int]:
   return widths + [max_len]
 
 
-class UserStream:
+class UserStream(_Stream):
   """One user per row, for sequence-level (pretraining) objectives.
 
   Each epoch every user contributes one window of at most max_len of their
@@ -339,10 +362,8 @@ class UserStream:
     self.lengths = np.array([len(t) for t in self.train], np.int64)
     if not len(self.train) or self.lengths.max() == 0:
       raise ValueError('UserStream: no training items')
-    self.batch_size = batch_size
-    self.max_len = max_len
-    self.seed = seed
-    self.row_slice = row_slice or slice(0, batch_size)
+    super().__init__(batch_size=batch_size, max_len=max_len, seed=seed,
+                     row_slice=row_slice)
     self.random_prefix = random_prefix
     self.partners = partners
     self.widths = bucket_widths(max_len)
@@ -444,11 +465,9 @@ def window_passes(lengths, max_len: int) -> int:
 class JointStream:
   """Packed next-item batches (a TrainStream) with a batch of one user per
   row (a UserStream) under `aux_` keys, for objectives trained jointly
-  with the next-item loss. `aux_lengths` (and `aux_partner_lengths`) are
-  [rows, 1]: every batch field is sharded over its first axis as a 2-d
-  array. Epoch e of the packed stream draws from epoch e of the user
-  stream, cycled when it has fewer batches; a pure function of (epoch,
-  index), so a resumed run sees the batches it would have seen."""
+  with the next-item loss. Epoch e of the packed stream draws from epoch e
+  of the user stream, cycled when it has fewer batches; a pure function of
+  (epoch, index), so a resumed run sees the batches it would have seen."""
 
   def __init__(self, train: TrainStream, users: UserStream):
     self.train = train
@@ -460,6 +479,16 @@ class JointStream:
   def batch(self, epoch: int, index: int) -> dict[str, np.ndarray]:
     out = dict(self.train.batch(epoch, index))
     aux = self.users.batch(epoch, index % self.users.steps_in_epoch(epoch))
-    for k, v in aux.items():
-      out[f'aux_{k}'] = v[:, None] if v.ndim == 1 else v
+    out.update({f'{AUX}{k}': v for k, v in aux.items()})
     return out
+
+
+AUX = 'aux_'  # key prefix of a JointStream's user rows.
+
+
+def split_joint(batch: dict) -> tuple[dict, dict]:
+  """(the packed next-item batch, the user rows of the joint objectives,
+  without their prefix) of a JointStream batch ({} without them)."""
+  main = {k: v for k, v in batch.items() if not k.startswith(AUX)}
+  joint = {k[len(AUX):]: v for k, v in batch.items() if k.startswith(AUX)}
+  return main, joint

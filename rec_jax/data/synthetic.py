@@ -101,48 +101,31 @@ def _sample_negatives(rng, sequences, num_items):
   return negatives
 
 
-def generate(num_users: int = 1000, num_items: int = 500,
-             num_clusters: int = 10, min_len: int = 5, max_len: int = 30,
-             seed: int = 0) -> types.SequenceDataset:
-  """Generates a synthetic dataset; the same arguments give the same data.
+def _clusters(rng, num_items, num_clusters):
+  """Items as a random permutation cut into clusters.
 
-  Args:
-    num_users: number of users (sequences).
-    num_items: item vocabulary size; items are 1..num_items.
-    num_clusters: number of item clusters (latent intents).
-    min_len: shortest sequence.
-    max_len: longest sequence.
-    seed: seed of the numpy Generator that draws everything.
+  The order inside a cluster is the path users walk along.
 
   Returns:
-    A `SequenceDataset` named 'synthetic' with attributes (3 per item),
-    item text, ratings, timestamps and, when every user has at least 99
-    unseen items, 99 sample negatives per user.
-
-  Raises:
-    ValueError: inconsistent sizes.
+    (clusters, sizes, table): the item ids of each cluster, their counts
+    [C] and the clusters as rows of a zero-padded int64 table [C, max size].
   """
-  if num_users < 1 or num_clusters < 1 or num_items < num_clusters:
-    raise ValueError(
-        f'need num_users >= 1 and num_items >= num_clusters >= 1, got '
-        f'num_users={num_users}, num_items={num_items}, '
-        f'num_clusters={num_clusters}')
-  if not 1 <= min_len <= max_len <= num_items:
-    raise ValueError('need 1 <= min_len <= max_len <= num_items (no user '
-                     f'meets an item twice), got {min_len}, {max_len}, '
-                     f'{num_items}')
-  rng = np.random.default_rng(seed)
-
-  # Items: a random permutation cut into clusters; the order inside a cluster
-  # is the path users walk along.
   clusters = np.array_split(rng.permutation(num_items) + 1, num_clusters)
   sizes = np.array([len(c) for c in clusters])
   table = np.zeros((num_clusters, sizes.max()), np.int64)  # [C, max size]
   for c, items in enumerate(clusters):
     table[c, :len(items)] = items
-  attributes, text = _item_features(rng, clusters, num_items, num_clusters)
+  return clusters, sizes, table
 
-  # Users: a main intent and, for about half of them, a second one.
+
+def _intents(rng, num_users, num_clusters, sizes):
+  """Users: a main intent and, for about half of them, a second one.
+
+  Returns:
+    (intents, has_two, positions): the two intents' clusters [U, 2] (equal
+    for users with one intent), whether the user has two [U], and where in
+    each cluster the user starts [U, 2].
+  """
   intents = np.zeros((num_users, 2), np.int64)
   intents[:, 0] = rng.integers(num_clusters, size=num_users)
   other = (intents[:, 0] + 1 + rng.integers(max(num_clusters - 1, 1),
@@ -150,9 +133,29 @@ def generate(num_users: int = 1000, num_items: int = 500,
   has_two = (rng.random(num_users) < _TWO_INTENTS_PROB) & (num_clusters > 1)
   intents[:, 1] = np.where(has_two, other, intents[:, 0])
   positions = (rng.random((num_users, 2)) * sizes[intents]).astype(np.int64)
-  lengths = rng.integers(min_len, max_len + 1, size=num_users)
+  return intents, has_two, positions
 
-  # The walk, vectorized over users: one column per step.
+
+def _walk(rng, table, sizes, intents, has_two, positions, num_items,
+          max_len):
+  """The sessions, vectorized over users: one column per step.
+
+  Args:
+    rng: the generator, advanced in place.
+    table: clusters as rows [C, max size], from `_clusters`.
+    sizes: cluster sizes [C].
+    intents: the users' two clusters [U, 2], from `_intents`.
+    has_two: whether each user has a second intent [U].
+    positions: each user's place in both clusters [U, 2]; updated in place.
+    num_items: items are 1..num_items.
+    max_len: number of steps.
+
+  Returns:
+    (items, base_rating): int64 [U, max_len] items, no user's twice, and the
+    rating before noise [U, max_len] (high inside the intents, low for
+    random clicks).
+  """
+  num_users = len(intents)
   rows = np.arange(num_users)
   active = np.zeros(num_users, np.int64)  # Which intent is current.
   items = np.zeros((num_users, max_len), np.int64)
@@ -184,18 +187,28 @@ def generate(num_users: int = 1000, num_items: int = 500,
     random_click |= seen[rows, table[cluster, position]]
     item = np.where(random_click, 1 + rng.integers(num_items, size=num_users),
                     table[cluster, position])
-    for _ in range(10):  # Redraw seen random items; rarely needed twice.
-      clash = seen[rows, item]
-      if not clash.any():
-        break
-      item[clash] = 1 + rng.integers(num_items, size=int(clash.sum()))
-    clash = seen[rows, item]  # Still seen: take the first unseen item.
-    item[clash] = np.argmin(seen[clash, 1:], axis=1) + 1
+    _redraw_seen(rng, seen, rows, item, num_items)
     seen[rows, item] = True
     items[:, t] = item
     base_rating[:, t] = np.where(random_click, 2.4,
                                  np.where(active == 0, 4.1, 3.6))
+  return items, base_rating
 
+
+def _redraw_seen(rng, seen, rows, item, num_items):
+  """Replaces, in place, the random items `item` a user has already seen."""
+  for _ in range(10):  # Redraw seen random items; rarely needed twice.
+    clash = seen[rows, item]
+    if not clash.any():
+      break
+    item[clash] = 1 + rng.integers(num_items, size=int(clash.sum()))
+  clash = seen[rows, item]  # Still seen: take the first unseen item.
+  item[clash] = np.argmin(seen[clash, 1:], axis=1) + 1
+
+
+def _ratings_and_times(rng, base_rating):
+  """Ratings 1-5 (`base_rating` plus noise) and increasing timestamps."""
+  num_users, max_len = base_rating.shape
   noise = rng.normal(0, 0.8, base_rating.shape)
   ratings = np.clip(np.rint(base_rating + noise), 1, 5).astype(np.float32)
   # Seconds since epoch: a start in 2014-2019, then gaps of ~1 day (>= 60 s).
@@ -204,6 +217,48 @@ def generate(num_users: int = 1000, num_items: int = 500,
       np.int64)
   gaps[:, 0] = 0
   times = start[:, None] + np.cumsum(gaps, axis=1)
+  return ratings, times
+
+
+def generate(num_users: int = 1000, num_items: int = 500,
+             num_clusters: int = 10, min_len: int = 5, max_len: int = 30,
+             seed: int = 0) -> types.SequenceDataset:
+  """Generates a synthetic dataset; the same arguments give the same data.
+
+  Args:
+    num_users: number of users (sequences).
+    num_items: item vocabulary size; items are 1..num_items.
+    num_clusters: number of item clusters (latent intents).
+    min_len: shortest sequence.
+    max_len: longest sequence.
+    seed: seed of the numpy Generator that draws everything.
+
+  Returns:
+    A `SequenceDataset` named 'synthetic' with attributes (3 per item),
+    item text, ratings, timestamps and, when every user has at least 99
+    unseen items, 99 sample negatives per user.
+
+  Raises:
+    ValueError: inconsistent sizes.
+  """
+  if num_users < 1 or num_clusters < 1 or num_items < num_clusters:
+    raise ValueError(
+        f'need num_users >= 1 and num_items >= num_clusters >= 1, got '
+        f'num_users={num_users}, num_items={num_items}, '
+        f'num_clusters={num_clusters}')
+  if not 1 <= min_len <= max_len <= num_items:
+    raise ValueError('need 1 <= min_len <= max_len <= num_items (no user '
+                     f'meets an item twice), got {min_len}, {max_len}, '
+                     f'{num_items}')
+  # One generator draws everything, in this order.
+  rng = np.random.default_rng(seed)
+  clusters, sizes, table = _clusters(rng, num_items, num_clusters)
+  attributes, text = _item_features(rng, clusters, num_items, num_clusters)
+  intents, has_two, positions = _intents(rng, num_users, num_clusters, sizes)
+  lengths = rng.integers(min_len, max_len + 1, size=num_users)
+  items, base_rating = _walk(rng, table, sizes, intents, has_two, positions,
+                             num_items, max_len)
+  ratings, times = _ratings_and_times(rng, base_rating)
 
   sequences = [items[i, :n].astype(np.int32) for i, n in enumerate(lengths)]
   negatives = None

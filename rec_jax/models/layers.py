@@ -53,11 +53,14 @@ class LayerNorm(nnx.Module):
 
 
 class Peft:
-  """Parameter-efficient additions to a block (all off by default).
+  """The parameter-efficient additions of a fine-tune (`model.peft`; all
+  off by default, and always off in pretraining).
 
   lora_rank: rank-r updates W + (alpha / r) A B on the attention query, key,
     value, output and MLP projections; B starts at zero, so a fresh adapter
     leaves the pretrained function unchanged (rec_jax.peft merges them).
+  lora_table_rank: the same on the item table, E + (alpha / r) A B with A
+    [V, r] at zero and B [r, D] drawn with std `lora_table_init`.
   prefix_len: learned keys and values prepended in every attention layer
     (prefix tuning); every real query may attend to them.
   adapter_dim: bottleneck adapters after the attention and MLP sublayers
@@ -65,20 +68,53 @@ class Peft:
   """
 
   def __init__(self, lora_rank: int = 0, lora_alpha: float = 0.0,
-               prefix_len: int = 0, adapter_dim: int = 0):
+               prefix_len: int = 0, adapter_dim: int = 0,
+               lora_table_rank: int = 0, lora_table_init: float = 0.02):
     self.lora_rank = lora_rank
     self.lora_scale = (lora_alpha or lora_rank) / max(lora_rank, 1)
     self.prefix_len = prefix_len
     self.adapter_dim = adapter_dim
+    self.lora_table_rank = lora_table_rank
+    self.lora_table_init = lora_table_init
+
+  @classmethod
+  def from_config(cls, peft_cfg) -> 'Peft':
+    """From a `model.peft` section."""
+    return cls(lora_rank=peft_cfg.lora_rank, lora_alpha=peft_cfg.lora_alpha,
+               prefix_len=peft_cfg.prefix_len,
+               adapter_dim=peft_cfg.adapter_dim,
+               lora_table_rank=peft_cfg.lora_table_rank,
+               lora_table_init=peft_cfg.lora_table_init)
 
 
 NO_PEFT = Peft()
 _zeros = nnx.initializers.zeros_init()
 
 
-def _lora(rngs, a_shape, a_names, b_shape, b_names):
+def lora_pair(rngs, a_shape, a_names, b_shape, b_names):
+  """(A, B) params of a LoRA pair: A drawn at random, B at zero, so a fresh
+  pair leaves its base weight as it is."""
   return (param(rngs.params(), a_shape, a_names),
           param(None, b_shape, b_names, _zeros))
+
+
+def lora_delta(a, b, scale: float):
+  """scale * A B over A's last and B's first axis: the update a LoRA pair
+  makes to its base weight (applied here, merged by rec_jax.peft)."""
+  return scale * jnp.tensordot(a, b, axes=1)
+
+
+def lora_weight(module, name: str):
+  """`module.<name>` with the update of its LoRA pair `lora_<name>_a` /
+  `lora_<name>_b` folded in, when the module has one (scale:
+  `module.lora_scale`). The one LoRA implementation: blocks, item table
+  and tuned text layers all read their weights through it."""
+  w = getattr(module, name)[...]
+  if hasattr(module, f'lora_{name}_a'):
+    w = w + lora_delta(getattr(module, f'lora_{name}_a')[...],
+                       getattr(module, f'lora_{name}_b')[...],
+                       module.lora_scale)
+  return w
 
 
 class Attention(nnx.Module):
@@ -93,11 +129,11 @@ class Attention(nnx.Module):
     r = peft.lora_rank
     if r:
       for name in ('query', 'key', 'value'):
-        a, b = _lora(rngs, (dim, r), ('embed', 'lora'), (r, num_heads, head),
-                     ('lora', 'heads', 'kv'))
+        a, b = lora_pair(rngs, (dim, r), ('embed', 'lora'),
+                         (r, num_heads, head), ('lora', 'heads', 'kv'))
         setattr(self, f'lora_{name}_a', a)
         setattr(self, f'lora_{name}_b', b)
-      self.lora_out_a, self.lora_out_b = _lora(
+      self.lora_out_a, self.lora_out_b = lora_pair(
           rngs, (num_heads, head, r), ('heads', 'kv', 'lora'), (r, dim),
           ('lora', 'embed'))
     if peft.prefix_len:
@@ -120,14 +156,7 @@ class Attention(nnx.Module):
     self.value_bias = param(None, (num_heads, head), ('heads', 'kv'), z)
     self.out_bias = param(None, (dim,), ('embed',), z)
 
-  def weight(self, name: str):
-    """A projection with its LoRA update folded in (if any)."""
-    w = getattr(self, name)[...]
-    if hasattr(self, f'lora_{name}_a'):
-      a = getattr(self, f'lora_{name}_a')[...]
-      b = getattr(self, f'lora_{name}_b')[...]
-      w = w + self.lora_scale * jnp.tensordot(a, b, axes=1)
-    return w
+  weight = lora_weight
 
   def __call__(self, x, mask, *, dropout_rate: float = 0.0, key=None,
                bias=None):
@@ -180,12 +209,12 @@ class Mlp(nnx.Module):
     self.lora_scale = peft.lora_scale
     r = peft.lora_rank
     if r:
-      self.lora_wi_a, self.lora_wi_b = _lora(
+      self.lora_wi_a, self.lora_wi_b = lora_pair(
           rngs, (dim, r), ('embed', 'lora'), (r, mlp_dim), ('lora', 'mlp'))
-      self.lora_wo_a, self.lora_wo_b = _lora(
+      self.lora_wo_a, self.lora_wo_b = lora_pair(
           rngs, (mlp_dim, r), ('mlp', 'lora'), (r, dim), ('lora', 'embed'))
 
-  weight = Attention.weight
+  weight = lora_weight
 
   def __call__(self, x, *, dropout_rate: float = 0.0, key=None):
     dtype = x.dtype

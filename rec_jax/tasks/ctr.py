@@ -1,82 +1,72 @@
-"""Downstream tasks besides next-item ranking.
+"""Click / purchase prediction (ctr).
 
-ctr: binary click / purchase prediction. Each user's held-out next item is
-  a positive; negatives are items drawn in proportion to their training
-  popularity among items the user has not interacted with (the temporal
-  split holds: counts come from the training part only). The model scores
-  (user, item) pairs as user-vector . item-embedding, trained with BCE
-  against popularity-sampled negatives; metrics are the pooled ROC AUC and
-  the log loss, and a popularity baseline (log count, Platt-calibrated on
-  validation) is computed on the same pairs.
+Each user's held-out next item is a positive; negatives are items drawn in
+proportion to their training popularity among items the user has not
+interacted with (the temporal split holds: counts come from the training
+part only). The model scores (user, item) pairs as user-vector .
+item-embedding, trained with BCE against popularity-sampled negatives;
+metrics are the pooled ROC AUC and the log loss, and a popularity baseline
+(log count, Platt-calibrated on validation) is computed on the same pairs.
 """
 
 import numpy as np
 
-TASKS = ('next', 'ctr', 'rating')
+from rec_jax.tasks import next as next_item
+
+JOINT = False
+SERVED = False
+# Seeds of the validation and test negatives.
+_SEEDS = {'valid': 1, 'test': 2}
 
 
-def configure(config, task: str):
-  """Sets the finetune / eval fields for `task` (call inside a config)."""
-  if task not in TASKS:
-    raise ValueError(f'task={task!r}: expected one of {TASKS}')
-  config.finetune.task = task
-  if task == 'ctr':
-    config.finetune.update(loss='bce', sampler='popularity', num_negatives=4)
-    config.eval.metric = 'auc'
-    config.eval.ctr_negatives = 4
-  if task == 'rating':
-    config.model.rating_head = True
-    config.eval.metric = 'rmse'
-    config.eval.mode = 'min'
-  return config
+def overrides() -> dict:
+  return {'finetune.task': 'ctr', 'finetune.loss': 'bce',
+          'finetune.sampler': 'popularity', 'finetune.num_negatives': 4,
+          'eval.metric': 'auc', 'eval.ctr_negatives': 4}
 
 
-def rating_split(ds):
-  """Ratings aligned with the leave-one-out split: (train ratings per
-  user, valid ratings [N], test ratings [N]).
-
-  Raises:
-    ValueError: when the dataset carries no ratings.
-  """
-  if ds.ratings is None:
-    raise ValueError(f'task=rating: dataset {ds.name!r} has no ratings '
-                     '(ml-100k has them; the offline ml-1m copy does not).')
-  r = [np.asarray(x, np.float32) for x in ds.ratings]
-  return ([x[:-2] for x in r], np.array([x[-2] for x in r], np.float32),
-          np.array([x[-1] for x in r], np.float32))
+check = next_item.check
+train_values = next_item.train_values
+# The same loss as next-item ranking: BCE against popularity negatives.
+loss = next_item.loss
 
 
-def history_ratings(train_ratings, valid_ratings) -> list[np.ndarray]:
-  """The ratings of each test history: training ratings, then validation."""
-  if len(train_ratings) != len(valid_ratings):
-    raise ValueError(f'history_ratings: {len(train_ratings)} users of '
-                     f'training ratings, {len(valid_ratings)} validation')
-  return [np.append(np.asarray(t, np.float32), np.float32(v))
-          for t, v in zip(train_ratings, valid_ratings)]
+def scores(evaluator, params, histories, targets, negatives):
+  """AUC and log loss of targets (positives) against negatives."""
+  cands = np.concatenate([np.asarray(targets, np.int32)[:, None],
+                          np.asarray(negatives, np.int32)], axis=1)
+  s = evaluator.candidate_scores(params, histories, cands)
+  return metrics(s[:, 0], s[:, 1:])
 
 
-def rating_metrics(pred, true) -> dict:
-  err = np.asarray(pred, np.float64) - np.asarray(true, np.float64)
-  return dict(rmse=float(np.sqrt(np.mean(err ** 2))),
-              mae=float(np.mean(np.abs(err))))
+def _negatives(config, ds, split, name: str):
+  hist = getattr(split, f'{name}_history')
+  target = getattr(split, f'{name}_target')
+  counts = train_counts(split.train, ds.num_items)
+  return hist, target, popularity_negatives(
+      hist, target, counts, config.eval.ctr_negatives, seed=_SEEDS[name])
 
 
-def rating_baselines(train_items, train_ratings, items, true) -> dict:
-  """Global, user and item means of the training ratings, scored on
-  (items [N], true ratings [N]) of users 0..N-1 (unseen items / users fall
-  back to the global mean)."""
-  flat_i = np.concatenate([np.asarray(t) for t in train_items])
-  flat_r = np.concatenate(train_ratings).astype(np.float64)
-  mu = float(flat_r.mean())
-  sums = np.bincount(flat_i, weights=flat_r, minlength=int(
-      max(flat_i.max(), np.max(items))) + 1)
-  cnt = np.bincount(flat_i, minlength=len(sums))
-  item_mean = np.where(cnt > 0, sums / np.maximum(cnt, 1), mu)
-  user_mean = np.array([r.mean() if len(r) else mu for r in train_ratings])
-  items = np.asarray(items)
-  return {'global_mean': rating_metrics(np.full(len(true), mu), true),
-          'user_mean': rating_metrics(user_mean, true),
-          'item_mean': rating_metrics(item_mean[items], true)}
+def validation(config, ds, split, evaluator):
+  hist, target, negatives = _negatives(config, ds, split, 'valid')
+  return lambda params: scores(evaluator, params, hist, target, negatives)
+
+
+def results(config, ds, split, evaluator, params, out: dict) -> dict:
+  """The task's own metrics lead; full ranking is kept beside them."""
+  pairs = {}
+  for name in ('valid', 'test'):
+    hist, target, neg = _negatives(config, ds, split, name)
+    pairs[name] = (target, neg)
+    out[name + '_ranking'] = out[name]
+    out[name] = scores(evaluator, params, hist, target, neg)
+  out['baselines'] = {'popularity': popularity_baseline(
+      train_counts(split.train, ds.num_items), pairs['valid'],
+      pairs['test'])}
+  out['protocol'] = dict(
+      task='ctr', negatives_per_positive=config.eval.ctr_negatives,
+      negatives='popularity, outside the history', split='leave-one-out')
+  return out
 
 
 def train_counts(train, num_items: int) -> np.ndarray:
