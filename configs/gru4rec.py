@@ -10,8 +10,9 @@ restarts at every user boundary: rec_jax/models/gru4rec.py).
 
 Args (`:key=value,flag`): dataset (default synthetic), seed, smoke.
 
-Measured (2026-12-07, 2-core CPU, seed 0, one run each, test / valid
-NDCG@10): see benchmarks/results/families.md.
+Measured with `python benchmarks/baselines.py --models=gru4rec
+--datasets=lastfm --seeds=0 --out=benchmarks/results/gru4rec.md`: see that
+file.
 """
 
 import ml_collections

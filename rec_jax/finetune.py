@@ -383,10 +383,10 @@ def run(config, workdir: str, init_from: str | None = None,
                                            init_path))
 
   # Step.
-  step_fn = trainer.jit_step(functools.partial(
-      train_step, graphdef=graphdef, tx=tx, objective=objective(
-          config, ds=ds, split=split, mesh=mesh, target_counts=np.bincount(
-              segments.targets, minlength=ds.num_items + 1))), state_sh, mesh)
+  step_fn = make_train_step(
+      config, graphdef, tx, state_sh, mesh, ds=ds, split=split,
+      target_counts=np.bincount(segments.targets,
+                                minlength=ds.num_items + 1))
   key = sharding.put_replicated(mesh, jax.random.key(config.seed))
 
   # Loop.

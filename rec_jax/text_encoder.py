@@ -372,7 +372,7 @@ class TextEncoder:
   def token_states(self, texts, *, num_layers: int, width: int | None = None,
                    batch_size: int = 64, progress: bool = False):
     """Token states after the first `num_layers` blocks, for tuning the
-    blocks above them (rec_jax.models.sequence.TextAdaptor).
+    blocks above them (rec_jax.models.text.TextAdaptor).
 
     Returns:
       (float32 [N, width, dim] states, int32 [N, width] attention masks);

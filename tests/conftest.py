@@ -22,7 +22,7 @@ os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.2')
 from absl import flags  # pylint: disable=g-import-not-at-top,wrong-import-position
 import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-# grain and config_flags read absl flags; tests do not go through app.run.
+# config_flags reads absl flags; tests do not go through app.run.
 flags.FLAGS.mark_as_parsed()
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -3,7 +3,7 @@ into the item space (UniSRec-style), and the config it is built from.
 
 The text inputs (frozen embeddings, or the token states entering the tuned
 top layers) are constants stored as parameters (rec_jax.peft.CONSTANT),
-filled from the text encoder when a run starts (trainer.fill_text_features)
+filled from the text encoder when a run starts (item_text.fill_params)
 and saved with the model.
 """
 

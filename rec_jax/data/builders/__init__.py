@@ -8,5 +8,6 @@ stored layout, downloads, preparing and reading back), one module per
 family holds its builders (`s3rec`, `movielens`, `amazon`), and `catalog`
 maps dataset names to builders and picks the cache key. `datasets.load` is
 the usual entry point; use `catalog.make_builder` and `base.prepare`
-directly to hand a prepared dataset to grain.
+directly to hand a prepared dataset to a loader of your own (its
+`as_data_source()` is random-access: grain's `MapDataset.source` takes it).
 """
