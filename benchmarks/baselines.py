@@ -36,6 +36,8 @@ PUBLISHED = {
     ('sasrec', 'toys'): 0.0374, ('bert4rec', 'toys'): 0.0099,
     ('sasrec', 'lastfm'): 0.0390, ('bert4rec', 'lastfm'): 0.0337,
 }
+# How the tables name each recipe's model.
+NAMES = {'sasrec': 'SASRec', 'bert4rec': 'BERT4Rec', 'gru4rec': 'GRU4Rec'}
 REPO = common.REPO
 CARRIED = ' (carried)'
 
@@ -166,7 +168,8 @@ def main():
       '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|')
   cmd = ' '.join(['python', 'benchmarks/baselines.py'] + sys.argv[1:])
   text = (
-      f'# SASRec / BERT4Rec baselines (full ranking, history excluded)\n\n'
+      f'# {" / ".join(NAMES.get(m, m) for m in args.models.split(","))} '
+      'baselines (full ranking, history excluded)\n\n'
       f'Tabulated {datetime.date.today()}; each row\'s times come from the '
       f'machine in its hardware column; mean ± std over seeds, with\n\n'
       f'```\nREC_JAX_DATA_DIR=../shared/data {cmd}\n```\n\n'
