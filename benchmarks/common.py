@@ -239,7 +239,7 @@ def check_finished(args, workdir: str, allow=()) -> None:
   link): what must match is the checkpoint it started from. `allow`: globs
   of further keys that may differ (see main --allow_changed)."""
   from absl import logging  # pylint: disable=g-import-not-at-top
-  from rec_jax import config_lib  # pylint: disable=g-import-not-at-top
+  from rec_jax import saved_config  # pylint: disable=g-import-not-at-top
   config = config_of(args)
   run_dir = finished_dir(workdir)
   if run_dir is None:
@@ -253,7 +253,7 @@ def check_finished(args, workdir: str, allow=()) -> None:
   logging.set_verbosity(logging.ERROR)  # keys newer code added: expected.
   try:
     for stage, free in stages:
-      config_lib.check_resume(os.path.join(run_dir, stage), config, stage,
+      saved_config.check_resume(os.path.join(run_dir, stage), config, stage,
                               (*free, *allow), finished=True)
   except ValueError as e:
     raise ValueError(f'{run_dir}/results.json is from another config '

@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from rec_jax import config_lib
+from rec_jax import saved_config
 from rec_jax import finetune
 from rec_jax import metrics
 from rec_jax import sharding
@@ -62,8 +62,8 @@ def stage_dir(workdir: str) -> str:
 
 
 def load_config(stage: str) -> ml_collections.ConfigDict:
-  """The config a trained stage was run with (config_lib.load_saved)."""
-  return config_lib.load_saved(os.path.join(stage, 'config.json'))
+  """The config a trained stage was run with (saved_config.load_saved)."""
+  return saved_config.load_saved(os.path.join(stage, 'config.json'))
 
 
 def bake_text(config, graphdef, params, num_items: int, mesh):

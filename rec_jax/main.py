@@ -22,7 +22,7 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
-from rec_jax import config_lib
+from rec_jax import saved_config
 from rec_jax import distributed
 from rec_jax import evaluate
 from rec_jax import finetune
@@ -98,7 +98,7 @@ def main(argv):
   config = trainer.resolved(config, data)
 
   def check(stage_name, sub):
-    config_lib.check_resume(os.path.join(workdir, sub), config, stage_name,
+    saved_config.check_resume(os.path.join(workdir, sub), config, stage_name,
                             _ALLOW_CHANGED.value)
 
   if stage == 'pretrain' or (stage == 'all' and evaluate.pretraining(config)):

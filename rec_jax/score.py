@@ -21,7 +21,7 @@ import numpy as np
 import tqdm
 
 from rec_jax import artifact as artifact_lib
-from rec_jax import config_lib
+from rec_jax import saved_config
 from rec_jax import serve
 from rec_jax import trainer
 
@@ -85,7 +85,7 @@ def main(argv):
   path = serve.resolve_artifact(_FLAGS['workdir'].value,
                                 _FLAGS['artifact'].value)
   model = artifact_lib.Artifact(path)
-  config = config_lib.load_saved(os.path.join(path, 'config.json'))
+  config = saved_config.load_saved(os.path.join(path, 'config.json'))
   hist = user_histories(config, _FLAGS['history'].value)
   out = _FLAGS['out'].value or os.path.join(
       path, f'top{_FLAGS["k"].value}_{_FLAGS["history"].value}.parquet')

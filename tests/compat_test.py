@@ -21,6 +21,7 @@ import conftest
 from rec_jax import bridge
 from rec_jax import checkpoints
 from rec_jax import config_lib
+from rec_jax import saved_config
 from rec_jax import evaluate
 from rec_jax import export
 from rec_jax import finetune
@@ -46,10 +47,10 @@ def test_saved_config_upgrades_to_todays_layout():
             encoding='utf-8') as f:
     saved = json.load(f)
   assert 'lora_rank' in saved['model'] and 'name' not in saved['model']
-  up = config_lib.upgrade(saved)
+  up = saved_config.upgrade(saved)
   assert up['model']['name'] == 'sasrec'
   assert up['model']['peft'] == config_lib.peft_config().to_dict()
-  assert not set(config_lib.MOVED) & set(config_lib.flatten(up))
+  assert not set(saved_config.MOVED) & set(saved_config.flatten(up))
   # Today's recipe, resolved on the same data, is that config resolved the
   # same way: the pretraining length the old code computed at run time
   # (2 epochs, its summary) is what resolving the upgraded config gives.
@@ -57,7 +58,7 @@ def test_saved_config_upgrades_to_todays_layout():
   data = trainer.load_data(config)
   config = trainer.resolved(config, data)
   old = trainer.resolved(ml_collections.ConfigDict(up), data)
-  changed, only_saved, only_now = config_lib.config_diff(
+  changed, only_saved, only_now = saved_config.config_diff(
       json.loads(old.to_json_best_effort()),
       json.loads(config.to_json_best_effort()))
   assert not changed and not only_saved and not only_now
@@ -67,7 +68,7 @@ def test_saved_config_upgrades_to_todays_layout():
 
 
 def test_old_checkpoint_restores_and_gives_its_saved_metrics(old_run):
-  config = _one_device(config_lib.load_saved(
+  config = _one_device(saved_config.load_saved(
       os.path.join(old_run, 'finetune', 'config.json')))
   results = evaluate.run(config, os.path.join(old_run, 'finetune'),
                          str(old_run))

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 import conftest
-from rec_jax import config_lib
+from rec_jax import saved_config
 from rec_jax import evaluate
 from rec_jax import metrics
 
@@ -101,20 +101,20 @@ def test_check_resume_ignores_placement_and_other_stages(tmp_path):
   now.mesh.data = 2  # where it runs,
   now.checkpoint.async_save = not now.checkpoint.async_save
   now.finetune.patience += 1  # a later stage's setting.
-  config_lib.check_resume(str(stage), now, 'pretrain')
+  saved_config.check_resume(str(stage), now, 'pretrain')
   with pytest.raises(ValueError, match='finetune.patience'):
-    config_lib.check_resume(str(stage), now, 'finetune')
+    saved_config.check_resume(str(stage), now, 'finetune')
   now.seed += 1
   with pytest.raises(ValueError, match=r'seed: 0 \(saved\) != 1'):
-    config_lib.check_resume(str(stage), now, 'pretrain')
-  config_lib.check_resume(str(stage), now, 'pretrain', allow=['seed'])
+    saved_config.check_resume(str(stage), now, 'pretrain')
+  saved_config.check_resume(str(stage), now, 'pretrain', allow=['seed'])
   # A stage that never saved a checkpoint starts afresh: nothing to check.
   shutil.rmtree(stage / 'checkpoints')
-  config_lib.check_resume(str(stage), now, 'finetune')
+  saved_config.check_resume(str(stage), now, 'finetune')
 
 
 def test_config_diff_reports_both_sides():
-  changed, only_a, only_b = config_lib.config_diff(
+  changed, only_a, only_b = saved_config.config_diff(
       {'a': {'b': 1, 'c': [1, 2]}, 'x': 1, 'mesh': {'data': 1}},
       {'a': {'b': 2, 'c': (1, 2)}, 'y': 0, 'mesh': {'data': 4}},
       ignore=('mesh.*',))
@@ -175,8 +175,8 @@ def test_every_config_loads(name, arg):
 
 def test_causal_recipe_is_recommended_without_its_contrastive_term():
   arg = 'dataset=beauty,pretrain_window=newest'
-  causal = config_lib.flatten(conftest.load_config('causal', arg).to_dict())
-  recommended = config_lib.flatten(
+  causal = saved_config.flatten(conftest.load_config('causal', arg).to_dict())
+  recommended = saved_config.flatten(
       conftest.load_config('recommended', arg).to_dict())
   differ = {k for k in causal if causal[k] != recommended.get(k)}
   assert differ == {'pretrain.objectives.contrastive'}
@@ -190,7 +190,7 @@ def test_causal_recipe_is_recommended_without_its_contrastive_term():
 def test_cl4srec_recipe_is_the_recommended_recipe(arg):
   # benchmarks/results/ablations.md reports the recommended recipe through
   # its `cl4srec` rows; that holds only while the two configs agree.
-  cl4srec = config_lib.flatten(conftest.load_config('cl4srec', arg).to_dict())
-  recommended = config_lib.flatten(
+  cl4srec = saved_config.flatten(conftest.load_config('cl4srec', arg).to_dict())
+  recommended = saved_config.flatten(
       conftest.load_config('recommended', arg).to_dict())
   assert cl4srec == recommended

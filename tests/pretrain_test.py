@@ -15,6 +15,7 @@ from conftest import load_config
 from rec_jax import bridge
 from rec_jax import checkpoints
 from rec_jax import config_lib
+from rec_jax import saved_config
 from rec_jax import finetune
 from rec_jax import pretrain
 from rec_jax import sharding
@@ -316,6 +317,6 @@ def test_pretraining_is_the_same_for_every_finetune_method(method, tmp_path):
   for stage in ('pretrain', 'finetune'):
     os.makedirs(tmp_path / stage / 'best' / '1')
     trainer.write_config(full, str(tmp_path / stage))
-  config_lib.check_resume(str(tmp_path / 'pretrain'), other, 'pretrain')
+  saved_config.check_resume(str(tmp_path / 'pretrain'), other, 'pretrain')
   with pytest.raises(ValueError, match='finetune.method'):
-    config_lib.check_resume(str(tmp_path / 'finetune'), other, 'finetune')
+    saved_config.check_resume(str(tmp_path / 'finetune'), other, 'finetune')
