@@ -13,7 +13,6 @@ import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 import numpy as np
 
-from rec_jax.models import items
 
 
 def full_softmax_ce(hidden, targets, table, num_items: int):
@@ -28,14 +27,7 @@ def full_softmax_ce(hidden, targets, table, num_items: int):
   Returns:
     (sum of per-target losses, number of targets).
   """
-  logits = jnp.einsum('bld,vd->blv', hidden, table.astype(hidden.dtype))
-  logits = items.mask_non_items(logits.astype(jnp.float32), num_items)
-  lse = jax.nn.logsumexp(logits, axis=-1)
-  target_logit = jnp.take_along_axis(logits, targets[..., None], -1)[..., 0]
-  weight = (targets > 0).astype(jnp.float32)
-  # Padding targets (id 0) have a -inf logit: select, never multiply by 0.
-  loss = jnp.where(targets > 0, lse - target_logit, 0.0)
-  return jnp.sum(loss), jnp.sum(weight)
+  return softmax_ce(hidden, targets, table, num_items)
 
 
 def smoothing_term(hidden, targets, table, num_items: int):
@@ -59,85 +51,223 @@ def smoothing_term(hidden, targets, table, num_items: int):
   return jnp.sum(jnp.where(targets > 0, gap, 0.0))
 
 
-_NEG = -1e30  # a finite "minus infinity": no NaN in gradients of masked rows.
-
-
-def _lse_over_table(h, table, first_id: int | jax.Array, num_items: int,
-                    chunk_size: int):
-  """log-sum-exp over the rows of `table` (ids first_id, first_id + 1, ...)
-  that are items, for h [N, D]; in chunks of `chunk_size` rows (0: all at
-  once; the last chunk may be shorter), each recomputed in the backward
-  pass, so that memory holds one [N, chunk] block of logits, not [N, V]."""
-  rows = table.shape[0]
-  chunk = chunk_size if 0 < chunk_size < rows else rows
-
-  @jax.checkpoint
-  def block(lse, tab, offset):
-    logits = (h @ tab.astype(h.dtype).T).astype(jnp.float32)
-    ids = first_id + offset + jnp.arange(tab.shape[0])
-    logits = jnp.where((ids >= 1) & (ids <= num_items), logits, _NEG)
-    m = jax.lax.stop_gradient(jnp.maximum(lse, jnp.max(logits, -1)))
-    return m + jnp.log(jnp.exp(lse - m) + jnp.sum(
-        jnp.exp(logits - m[:, None]), -1))
-
-  lse = jnp.full(h.shape[:1], _NEG, jnp.float32)
-  full = rows // chunk
-  if full == 1 and rows == chunk:
-    return block(lse, table, 0)
-  if full:
-    def body(lse, start):
-      tab = jax.lax.dynamic_slice_in_dim(table, start, chunk, 0)
-      return block(lse, tab, start), None
-    lse, _ = jax.lax.scan(body, lse, jnp.arange(0, full * chunk, chunk))
-  if rows % chunk:
-    lse = block(lse, table[full * chunk:], full * chunk)
-  return lse
+_NEG = -1e30  # a finite "minus infinity": no NaN from rows that are no item.
 
 
 def softmax_ce(hidden, targets, table, num_items: int, *, mesh=None,
                chunk_size: int = 0):
-  """Full-softmax cross-entropy without materialising [B, L, V] logits
-  where it matters: with the table split over the mesh's `model` axis each
-  shard scores only its own rows and the log-sum-exp is combined across
-  shards (max, then sum of exponentials): no device ever holds logits for
-  the whole catalog; with `chunk_size` the rows are also visited in chunks.
-  Equals `full_softmax_ce` (tests check it).
+  """The exact full-softmax cross-entropy of every target against the
+  whole catalog, at the cost of its matmuls.
+
+  Only real item rows are scored (ids 1..num_items: no mask over padded
+  rows), each target's logit is a row gather, and the backward pass is its
+  own (jax.custom_vjp): softmax times the targets' weights against the
+  item rows, minus the targets' rows, scattered back per target, never a
+  dense [tokens, V] one-hot. Three paths, equal to each other:
+
+  * dense (no mesh, no chunk): the [tokens, items] block once; the
+    forward pass keeps its exponentials for the backward pass.
+  * chunked (`chunk_size`): the item rows `chunk_size` at a time with an
+    online log-sum-exp; the backward pass recomputes each chunk, so memory
+    holds one [tokens, chunk] block, not [tokens, V].
+  * sharded (mesh with `model` > 1): each shard scores only its own rows
+    of the table (chunked too when asked), the log-sum-exp is combined
+    across shards; no device ever holds logits for the whole catalog.
 
   Returns:
     (sum of per-target losses, number of targets).
   """
-  shards = 1 if mesh is None else mesh.shape.get('model', 1)
   b, l, d = hidden.shape
-  # The target logit needs only the target's own row.
-  pos = jnp.take(table, targets, axis=0).astype(hidden.dtype)
-  target_logit = jnp.sum(hidden * pos, -1).astype(jnp.float32)
-  if shards == 1:
-    lse = _lse_over_table(hidden.reshape(b * l, d), table, 0, num_items,
-                          chunk_size).reshape(b, l)
+  shards = 1 if mesh is None else mesh.shape.get('model', 1)
+  if shards > 1 and table.shape[0] % shards:
+    raise ValueError(f'{table.shape[0]} table rows do not split over '
+                     f'{shards} model shards')
+  total = _ce_sum(hidden.reshape(b * l, d), targets.reshape(b * l), table,
+                  _CeShape(num_items, chunk_size, mesh if shards > 1 else None))
+  return total, jnp.sum((targets > 0).astype(jnp.float32))
+
+
+class _CeShape(tuple):
+  """(num_items, chunk_size, mesh or None): the static part of a CE."""
+
+  def __new__(cls, num_items, chunk_size, mesh):
+    return super().__new__(cls, (int(num_items), int(chunk_size), mesh))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _ce_sum(h, targets, table, shape):
+  return _ce_fwd(h, targets, table, shape)[0]
+
+
+def _ce_fwd(h, targets, table, shape):
+  num_items, chunk, mesh = shape
+  tl = jnp.sum(h.astype(jnp.float32) * jnp.take(table, targets, axis=0)
+               .astype(jnp.float32), -1)             # target logits [N].
+  if mesh is None and not chunk:
+    logits = _logits(h, _item_rows(table, num_items))
+    m = jnp.max(logits, -1, keepdims=True)
+    ex = jnp.exp(logits - m)                          # kept for backward.
+    s = jnp.sum(ex, -1)
+    lse, saved = m[:, 0] + jnp.log(s), (ex, s)
   else:
-    rows = table.shape[0]
-    if rows % shards:
-      raise ValueError(f'{rows} table rows do not split over {shards} '
-                       'model shards')
-    local = rows // shards
-    batch_axes = ('data', 'fsdp')
+    lse, saved = _lse(h, table, shape), None
+  total = jnp.sum(jnp.where(targets > 0, lse - tl, 0.0))
+  return total, (h, targets, table, lse, saved)
 
-    @functools.partial(
-        jax.shard_map, mesh=mesh,
-        in_specs=(P(batch_axes), P('model', None)), out_specs=P(batch_axes),
-        check_vma=False)
-    def sharded_lse(h, tab):
-      first = jax.lax.axis_index('model') * local
-      hb, hl, hd = h.shape
-      part = _lse_over_table(h.reshape(hb * hl, hd), tab, first, num_items,
-                             chunk_size)
-      m = jax.lax.pmax(jax.lax.stop_gradient(part), 'model')
-      total = jax.lax.psum(jnp.exp(part - m), 'model')
-      return (m + jnp.log(total)).reshape(hb, hl)
 
-    lse = sharded_lse(hidden, table)
-  loss = jnp.where(targets > 0, lse - target_logit, 0.0)
-  return jnp.sum(loss), jnp.sum((targets > 0).astype(jnp.float32))
+def _ce_bwd(shape, res, g):
+  num_items, chunk, mesh = shape
+  h, targets, table, lse, saved = res
+  w = (targets > 0).astype(jnp.float32) * g           # [N] target weights.
+  if saved is not None:
+    ex, s = saved
+    pw = (ex * (w / s)[:, None]).astype(h.dtype)
+    rows = _item_rows(table, num_items)
+    dh = _mm(pw, rows.astype(h.dtype))
+    d_rows = _mm(pw.T, h)
+    dtable = jnp.pad(d_rows, ((1, table.shape[0] - 1 - num_items), (0, 0)))
+  else:
+    dh, dtable = _softmax_grads(h, table, lse, w, shape)
+  dh = dh - w[:, None] * jnp.take(table, targets, axis=0).astype(jnp.float32)
+  dtable = dtable.at[targets].add(-w[:, None] * h.astype(jnp.float32))
+  return dh.astype(h.dtype), None, dtable.astype(table.dtype)
+
+
+_ce_sum.defvjp(_ce_fwd, _ce_bwd)
+
+
+def _mm(a, b):
+  return jnp.dot(a, b, preferred_element_type=jnp.float32)
+
+
+def _logits(h, rows):
+  """float32 [N, R] scores of `rows` [R, D] for h [N, D]."""
+  return _mm(h, rows.astype(h.dtype).T)
+
+
+def _item_rows(table, num_items: int):
+  """The rows of the table that are items (ids 1..num_items)."""
+  return jax.lax.slice_in_dim(table, 1, num_items + 1, axis=0)
+
+
+def _chunks(rows: int, chunk: int):
+  """(number of full chunks, their size, size of the remainder) of `rows`
+  visited `chunk` at a time (0: all at once)."""
+  size = chunk if 0 < chunk < rows else rows
+  return rows // size, size, rows % size
+
+
+def _bias(first, size: int, num_items: int):
+  """[size] 0 for the ids first.. that are items, _NEG for the others (a
+  shard's padding or [MASK] rows)."""
+  ids = first + jnp.arange(size)
+  return jnp.where((ids >= 1) & (ids <= num_items), 0.0, _NEG)
+
+
+def _block_lse(h, rows, first, num_items: int, chunk: int, masked: bool):
+  """log-sum-exp [N] over `rows` (ids first, first + 1, ...), `chunk`
+  rows at a time (online), rows that are no item left out when `masked`."""
+  n_full, size, rest = _chunks(rows.shape[0], chunk)
+
+  def block(carry, tab, offset):
+    m, s = carry
+    logits = _logits(h, tab)
+    if masked:
+      logits = logits + _bias(first + offset, tab.shape[0], num_items)
+    m_new = jnp.maximum(m, jnp.max(logits, -1))
+    return m_new, s * jnp.exp(m - m_new) + jnp.sum(
+        jnp.exp(logits - m_new[:, None]), -1)
+
+  carry = (jnp.full(h.shape[:1], _NEG, jnp.float32),
+           jnp.zeros(h.shape[:1], jnp.float32))
+  if n_full == 1 and not rest:
+    carry = block(carry, rows, 0)
+  elif n_full:
+    carry, _ = jax.lax.scan(
+        lambda c, start: (block(c, jax.lax.dynamic_slice_in_dim(
+            rows, start, size, 0), start), None),
+        carry, jnp.arange(0, n_full * size, size))
+  if rest:
+    carry = block(carry, rows[n_full * size:], n_full * size)
+  return carry
+
+
+def _block_grads(h, rows, first, lse, w, num_items: int, chunk: int,
+                 masked: bool):
+  """(dh [N, D], d rows [R, D]) of the softmax part of the CE over `rows`:
+  p = exp(logits - lse) * w, dh = p rows, d rows = p^T h, chunk by chunk."""
+  n_full, size, rest = _chunks(rows.shape[0], chunk)
+
+  def block(dh, tab, offset):
+    logits = _logits(h, tab)
+    if masked:
+      logits = logits + _bias(first + offset, tab.shape[0], num_items)
+    p = (jnp.exp(logits - lse[:, None]) * w[:, None]).astype(h.dtype)
+    return dh + _mm(p, tab.astype(h.dtype)), _mm(p.T, h)
+
+  dh = jnp.zeros(h.shape, jnp.float32)
+  parts = []
+  if n_full == 1 and not rest:
+    dh, d = block(dh, rows, 0)
+    parts.append(d)
+  elif n_full:
+    dh, d = jax.lax.scan(
+        lambda acc, start: block(acc, jax.lax.dynamic_slice_in_dim(
+            rows, start, size, 0), start),
+        dh, jnp.arange(0, n_full * size, size))
+    parts.append(d.reshape(n_full * size, -1))
+  if rest:
+    dh, d = block(dh, rows[n_full * size:], n_full * size)
+    parts.append(d)
+  return dh, jnp.concatenate(parts) if len(parts) > 1 else parts[0]
+
+
+_BATCH = ('data', 'fsdp')
+
+
+def _lse(h, table, shape):
+  """log-sum-exp [N] of every target's logits over the items: over the
+  item rows in chunks on one shard, or per `model` shard and combined."""
+  num_items, chunk, mesh = shape
+  if mesh is None:
+    m, s = _block_lse(h, _item_rows(table, num_items), 1, num_items, chunk,
+                      masked=False)
+    return m + jnp.log(s)
+  local = table.shape[0] // mesh.shape['model']
+
+  @functools.partial(jax.shard_map, mesh=mesh,
+                     in_specs=(P(_BATCH), P('model', None)),
+                     out_specs=P(_BATCH), check_vma=False)
+  def sharded(h, tab):
+    first = jax.lax.axis_index('model') * local
+    m, s = _block_lse(h, tab, first, num_items, chunk, masked=True)
+    top = jax.lax.pmax(m, 'model')
+    return top + jnp.log(jax.lax.psum(s * jnp.exp(m - top), 'model'))
+  return sharded(h, table)
+
+
+def _softmax_grads(h, table, lse, w, shape):
+  """(dh, dtable) of the softmax part of the CE (see _block_grads)."""
+  num_items, chunk, mesh = shape
+  if mesh is None:
+    dh, d_rows = _block_grads(h, _item_rows(table, num_items), 1, lse, w,
+                              num_items, chunk, masked=False)
+    return dh, jnp.pad(d_rows, ((1, table.shape[0] - 1 - num_items), (0, 0)))
+  local = table.shape[0] // mesh.shape['model']
+
+  @functools.partial(jax.shard_map, mesh=mesh,
+                     in_specs=(P(_BATCH), P('model', None), P(_BATCH),
+                               P(_BATCH)),
+                     out_specs=(P(_BATCH), P('model', None)), check_vma=False)
+  def sharded(h, tab, lse, w):
+    first = jax.lax.axis_index('model') * local
+    dh, d_tab = _block_grads(h, tab, first, lse, w, num_items, chunk,
+                             masked=True)
+    # The batch is split over the data axes and the rows over `model`: a
+    # shard's rows gather its batch's gradient from every data shard, a
+    # token's gradient from every row shard.
+    return jax.lax.psum(dh, 'model'), jax.lax.psum(d_tab, _BATCH)
+  return sharded(h, table, lse, w)
 
 
 def sample_proposal(key, log_q, shape):
