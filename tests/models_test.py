@@ -199,3 +199,23 @@ def test_packed_evaluation_equals_left_padded(causal):
   ref = model.encoder(padded['inputs'], padded['positions'],
                       padded['segment_ids'])[:, -1]
   np.testing.assert_allclose(users, ref, atol=2e-5)
+
+
+@pytest.mark.parametrize('keep', [0.5, 0.8, 0.65])
+def test_dropout_masks_keep_their_probability(keep):
+  """layers.keep_mask draws two entries per random word: its keep
+  probability is `keep` to 2^-16, entries are independent of their
+  neighbours (the two halves of a word), and dropout stays unbiased."""
+  from rec_jax.models import layers  # pylint: disable=g-import-not-at-top
+  mask, prob = layers.keep_mask(jax.random.key(0), keep, (400, 501))
+  assert abs(prob - keep) <= 2 ** -17
+  m = np.asarray(mask)
+  assert m.shape == (400, 501)
+  assert m.mean() == pytest.approx(prob, abs=0.004)   # 200k draws.
+  flat = m.reshape(-1)[: m.size // 2 * 2].reshape(-1, 2)
+  both = (flat[:, 0] & flat[:, 1]).mean()
+  assert both == pytest.approx(prob ** 2, abs=0.006)
+  x = jnp.ones((400, 501))
+  y = np.asarray(layers.dropout(x, 1.0 - keep, jax.random.key(1)))
+  assert y.mean() == pytest.approx(1.0, abs=0.02)
+  np.testing.assert_allclose(np.unique(y), [0.0, 1 / prob], rtol=1e-6)
