@@ -359,8 +359,13 @@ def init_from_config():
 
 
 def checkpoint_config():
+  """Checkpoint cadence: at the end of every epoch that is evaluated, and
+  of any other once `min_steps` steps have passed since the last save
+  (pretraining on a small dataset has epochs of a few steps); also every
+  `every_steps` steps when set (0: off). A run resumes exactly from any of
+  them (batches and keys are functions of the step)."""
   return ml_collections.ConfigDict(dict(max_to_keep=2, async_save=True,
-                                        every_steps=0))
+                                        every_steps=0, min_steps=100))
 
 
 def smoke(config):

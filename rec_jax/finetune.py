@@ -397,7 +397,8 @@ def run(config, workdir: str, init_from: str | None = None,
   spec = trainer.LoopSpec(
       stream=stream, step_fn=step_fn, num_epochs=cfg.num_epochs,
       lr_schedule=lr_schedule, log_every=config.log_every_steps,
-      checkpoint_every=config.checkpoint.every_steps, evaluate=validate,
+      checkpoint_every=config.checkpoint.every_steps,
+      checkpoint_min_steps=config.checkpoint.min_steps, evaluate=validate,
       eval_every=eval_every(config.eval, steps_per_epoch),
       metric=config.eval.metric, mode=config.eval.mode,
       patience=cfg.patience, desc='finetune')

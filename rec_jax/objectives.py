@@ -155,15 +155,16 @@ def causal(model, batch, key, ctx):
 
 
 def contrastive(model, batch, key, ctx):
-  k1, k2, k3, k4 = jax.random.split(key, 4)
+  k1, k3, k2 = jax.random.split(key, 3)
   cfg = ctx.cfg
   ops = [o for o in cfg.augment.ops.split(',') if o]
   items, lengths = batch['items'], batch['lengths']
-  views = []
-  for k_aug, k_drop in ((k1, k2), (k3, k4)):
-    x, _ = augment.augment(k_aug, items, lengths, ops=ops, cfg=cfg.augment,
-                           mask_id=ctx.mask_id, similar=ctx.similar)
-    views.append(_last(encode(model, x, causal=ctx.causal, key=k_drop)))
+  x = jnp.concatenate([augment.augment(
+      k, items, lengths, ops=ops, cfg=cfg.augment, mask_id=ctx.mask_id,
+      similar=ctx.similar)[0] for k in (k1, k3)])
+  # Both views in one encoder call (one pass of larger matmuls); dropout
+  # is drawn independently for every row, so the views stay independent.
+  views = jnp.split(_last(encode(model, x, causal=ctx.causal, key=k2)), 2)
   loss, acc = info_nce(views[0], views[1], temperature=cfg.temperature,
                        valid=lengths > 0, similarity=cfg.similarity,
                        groups=_groups(ctx, items.shape[0]))

@@ -244,6 +244,10 @@ class LoopSpec:
   lr_schedule: Callable
   log_every: int
   checkpoint_every: int = 0
+  # Epoch-end checkpoints at least this many steps apart (always after an
+  # evaluation and at the end): short epochs do not spend their time
+  # writing checkpoints.
+  checkpoint_min_steps: int = 0
   evaluate: Callable | None = None
   eval_every: int = 1
   metric: str = 'ndcg@10'
@@ -268,7 +272,7 @@ def fit(spec: LoopSpec, *, state, meta: dict, ckpt, writer, mesh, key,
                   dynamic_ncols=True)
   postfix = {}
   pending = []  # per-step metrics not yet fetched from the device.
-  marks = dict(t=time.perf_counter(), step=step)
+  marks = dict(t=time.perf_counter(), step=step, saved=step)
 
   def drain():
     """Fetches pending metrics, checks finiteness, logs their mean."""
@@ -313,17 +317,22 @@ def fit(spec: LoopSpec, *, state, meta: dict, ckpt, writer, mesh, key,
               'train_seconds'] + time.perf_counter() - t_epoch)
           t_epoch = time.perf_counter()
           ckpt.save(step, state, meta)
+          marks['saved'] = step
       drain()
       jax.block_until_ready(state)
       meta['train_seconds'] += time.perf_counter() - t_epoch
       meta.update(epoch=epoch + 1, index=0)
-      if spec.evaluate is not None and (
-          (epoch + 1) % spec.eval_every == 0 or epoch + 1 == spec.num_epochs):
+      evaluated = spec.evaluate is not None and (
+          (epoch + 1) % spec.eval_every == 0 or epoch + 1 == spec.num_epochs)
+      if evaluated:
         _evaluate(spec, state, meta, ckpt, writer, step, epoch)
         postfix[f'best_{spec.metric}'] = (
             '-' if not meta['best'] else f"{meta['best'][spec.metric]:.4f}")
         bar.set_postfix(postfix)
-      ckpt.save(step, state, meta)
+      if (evaluated or epoch + 1 == spec.num_epochs or
+          step - marks['saved'] >= spec.checkpoint_min_steps):
+        ckpt.save(step, state, meta)
+        marks['saved'] = step
   bar.close()
   if spec.evaluate is None and ckpt.best_step() != step:
     ckpt.save_best(step, state['params'], dict(step=step,
