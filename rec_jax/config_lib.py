@@ -221,11 +221,10 @@ def resolve_from_data(config, train, num_items: int):
                    'interactions per item.', ' and '.join(rates), rate,
                    per_item)
     if 'pretrain.epochs' in keys:
-      from rec_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+      # The stage's own stream (mesh aside: rows for one device).
+      from rec_jax import pretrain  # pylint: disable=g-import-not-at-top
       cfg = config.pretrain
-      stream = pipeline.UserStream(
-          train, batch_size=cfg.batch_size, max_len=config.model.max_len,
-          seed=config.seed + 1, random_prefix=cfg.random_prefix)
+      stream = pretrain.user_stream(config, train)
       cfg.epochs = pretrain_epochs(cfg, stream)
       logging.info('pretrain.epochs = %d, from the data: at least %d epochs '
                    'and %d steps (%d steps in the first epoch).', cfg.epochs,
@@ -335,7 +334,9 @@ def pretrain_config(objectives: dict, *, num_epochs: int, min_steps: int,
       # pretrain_epochs.
       epochs_per_pass=epochs_per_pass,
       epochs=int(FROM_DATA),     # the length those give on the data.
-      batch_size=batch_size,     # users (one per row) per step.
+      batch_size=batch_size,     # users per step.
+      packed=True,               # several users to a row (pipeline.
+                                 # UserStream): one compiled shape.
       random_prefix=random_prefix,  # each epoch, a random prefix of each
                                     # user (False: the newest window).
       mask_prob=mask_prob,       # cloze / mip / map.

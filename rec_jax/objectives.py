@@ -53,14 +53,74 @@ class Context:
     return self.num_items + 1
 
 
-def encode(model, items, *, causal: bool, key):
-  """Encoder outputs [B, W, D] of left-padded rows (right-aligned)."""
+@dataclasses.dataclass(frozen=True)
+class Encoded:
+  """Encoder outputs of a batch of left-padded user rows [B, W].
+
+  `hidden` is [B, W, D], or with a packing plan (pipeline.PackPlan, from a
+  packed UserStream) the [R, L, D] outputs of the packed block the rows
+  were gathered into; `pack` brings any [B, W] per-position array (targets,
+  masks) into hidden's layout, `last` gives every row's newest position.
+  """
+  hidden: jax.Array
+  src: jax.Array | None = None        # [R, L] flat index into [B, W].
+  last_index: jax.Array | None = None  # [B] flat index into [R * L].
+
+  def pack(self, x):
+    if self.src is None:
+      return x
+    flat = x.reshape((-1,) + x.shape[2:])
+    take = jnp.take(flat, jnp.maximum(self.src, 0), axis=0)
+    keep = (self.src >= 0).reshape(self.src.shape + (1,) * (x.ndim - 2))
+    return jnp.where(keep, take, jnp.zeros((), x.dtype))
+
+  def last(self):
+    if self.src is None:
+      return self.hidden[:, -1]
+    return jnp.take(self.hidden.reshape(-1, self.hidden.shape[-1]),
+                    self.last_index, axis=0)
+
+
+def batch_plan(batch, prefix: str = 'pack_'):
+  """(src, seg, last) of a packed batch's plan for `prefix` rows, or
+  None (rows are encoded as they are)."""
+  if f'{prefix}src' not in batch:
+    return None
+  return (batch[f'{prefix}src'], batch[f'{prefix}seg'],
+          batch[f'{prefix}last'])
+
+
+def doubled(the_plan, users: int):
+  """The plan of the rows [B, W] stacked twice ([2B, W]), or None."""
+  if the_plan is None:
+    return None
+  src, seg, last = the_plan
+  rows, width = src.shape
+  return (jnp.concatenate([src, jnp.where(src >= 0, src + users * width,
+                                          -1)]),
+          jnp.concatenate([seg, jnp.where(seg > 0, seg + users, 0)]),
+          jnp.concatenate([last, last + rows * width]))
+
+
+def encode(model, items, *, causal: bool, key, plan=None) -> Encoded:
+  """Encodes left-padded rows [B, W] (newest item last), as they are or,
+  with a packing plan, packed several to a row (one compiled shape, no
+  padding: the encoder's packed-rows contract gives the same outputs)."""
   width = items.shape[1]
   max_len = model.encoder.max_len
-  positions = jnp.broadcast_to(jnp.arange(max_len - width, max_len,
-                                          dtype=jnp.int32), items.shape)
-  segment_ids = (items != 0).astype(jnp.int32)
-  return model.encoder(items, positions, segment_ids, key=key, causal=causal)
+  if plan is None:
+    positions = jnp.broadcast_to(jnp.arange(max_len - width, max_len,
+                                            dtype=jnp.int32), items.shape)
+    segment_ids = (items != 0).astype(jnp.int32)
+    return Encoded(model.encoder(items, positions, segment_ids, key=key,
+                                 causal=causal))
+  src, seg, last = plan
+  out = Encoded(None, src, last)
+  packed = out.pack(items)
+  positions = jnp.where(src >= 0, max_len - width + src % width, 0)
+  segment_ids = jnp.where(packed != 0, seg, 0)
+  return dataclasses.replace(out, hidden=model.encoder(
+      packed, positions, segment_ids, key=key, causal=causal))
 
 
 def drop_last(items, lengths):
@@ -124,10 +184,6 @@ def _groups(ctx, b):
   return jnp.arange(b) // (b // ctx.num_groups)
 
 
-def _last(hidden):
-  return hidden[:, -1]
-
-
 # --------------------------------------------------------- objectives ----
 
 
@@ -137,10 +193,10 @@ def cloze(model, batch, key, ctx):
   hide = jax.random.bernoulli(k_mask, ctx.cfg.mask_prob, items.shape)
   hide &= items > 0
   inputs = jnp.where(hide, ctx.mask_id, items)
-  hidden = encode(model, inputs, causal=False, key=k_drop)
+  enc = encode(model, inputs, causal=False, key=k_drop, plan=batch_plan(batch))
   total, count = losses.full_softmax_ce(
-      hidden, jnp.where(hide, items, 0), model.encoder.item_table(),
-      ctx.num_items)
+      enc.hidden, enc.pack(jnp.where(hide, items, 0)),
+      model.encoder.item_table(), ctx.num_items)
   return total / jnp.maximum(count, 1.0), {}
 
 
@@ -148,9 +204,10 @@ def causal(model, batch, key, ctx):
   items = batch['items']
   inputs = jnp.pad(items[:, :-1], ((0, 0), (1, 0)))
   targets = jnp.where(inputs > 0, items, 0)
-  hidden = encode(model, inputs, causal=True, key=key)
+  enc = encode(model, inputs, causal=True, key=key, plan=batch_plan(batch))
   total, count = losses.full_softmax_ce(
-      hidden, targets, model.encoder.item_table(), ctx.num_items)
+      enc.hidden, enc.pack(targets), model.encoder.item_table(),
+      ctx.num_items)
   return total / jnp.maximum(count, 1.0), {}
 
 
@@ -164,7 +221,9 @@ def contrastive(model, batch, key, ctx):
       similar=ctx.similar)[0] for k in (k1, k3)])
   # Both views in one encoder call (one pass of larger matmuls); dropout
   # is drawn independently for every row, so the views stay independent.
-  views = jnp.split(_last(encode(model, x, causal=ctx.causal, key=k2)), 2)
+  views = jnp.split(encode(
+      model, x, causal=ctx.causal, key=k2,
+      plan=doubled(batch_plan(batch), items.shape[0])).last(), 2)
   loss, acc = info_nce(views[0], views[1], temperature=cfg.temperature,
                        valid=lengths > 0, similarity=cfg.similarity,
                        groups=_groups(ctx, items.shape[0]))
@@ -177,9 +236,11 @@ def duorec(model, batch, key, ctx):
   x, n, target = drop_last(batch['items'], batch['lengths'])
   px, pn, _ = drop_last(batch['partner'], batch['partner_lengths'])
   valid = n > 0
-  z = _last(encode(model, x, causal=ctx.causal, key=k1))
-  z_drop = _last(encode(model, x, causal=ctx.causal, key=k2))
-  z_sup = _last(encode(model, px, causal=ctx.causal, key=k3))
+  z = encode(model, x, causal=ctx.causal, key=k1, plan=batch_plan(batch)).last()
+  z_drop = encode(model, x, causal=ctx.causal, key=k2,
+                  plan=batch_plan(batch)).last()
+  z_sup = encode(model, px, causal=ctx.causal, key=k3,
+                 plan=batch_plan(batch, 'partner_pack_')).last()
   same = target[:, None] == target[None, :]
   groups = _groups(ctx, x.shape[0])
   unsup, acc = info_nce(z, z_drop, temperature=cfg.temperature, valid=valid,
@@ -229,10 +290,10 @@ def mip(model, batch, key, ctx):
   k1, k2 = jax.random.split(key)
   items = batch['items']
   hide, inputs = _masked_view(items, k1, ctx)
-  hidden = encode(model, inputs, causal=False, key=k2)
-  proj = jnp.einsum('bld,de->ble', hidden, model.w_mip[...])
+  enc = encode(model, inputs, causal=False, key=k2, plan=batch_plan(batch))
+  proj = jnp.einsum('bld,de->ble', enc.hidden, model.w_mip[...])
   total, count = losses.full_softmax_ce(
-      proj, jnp.where(hide, items, 0), model.encoder.item_table(),
+      proj, enc.pack(jnp.where(hide, items, 0)), model.encoder.item_table(),
       ctx.num_items)
   return total / jnp.maximum(count, 1.0), {}
 
@@ -241,10 +302,10 @@ def map_(model, batch, key, ctx):
   k1, k2 = jax.random.split(key)
   items = batch['items']
   hide, inputs = _masked_view(items, k1, ctx)
-  hidden = encode(model, inputs, causal=False, key=k2)
-  logits = _attr_logits(model, hidden, model.w_map)
-  return _bce_mean(logits, _multi_hot(ctx, items),
-                   hide.astype(jnp.float32)), {}
+  enc = encode(model, inputs, causal=False, key=k2, plan=batch_plan(batch))
+  logits = _attr_logits(model, enc.hidden, model.w_map)
+  return _bce_mean(logits, _multi_hot(ctx, enc.pack(items)),
+                   enc.pack(hide).astype(jnp.float32)), {}
 
 
 def sp(model, batch, key, ctx):
@@ -265,8 +326,10 @@ def sp(model, batch, key, ctx):
   shift = width - (seg_begin + seg_len)
   seg_rows = jax.vmap(lambda r, s: jnp.roll(r, s))(
       jnp.where(in_seg, items, 0), shift[:, 0])
-  h_ctx = _last(encode(model, context, causal=False, key=k3))
-  h_seg = _last(encode(model, seg_rows, causal=False, key=k4))
+  h_ctx = encode(model, context, causal=False, key=k3,
+                 plan=batch_plan(batch)).last()
+  h_seg = encode(model, seg_rows, causal=False, key=k4,
+                 plan=batch_plan(batch)).last()
   h_neg = jnp.roll(h_seg, 1, axis=0)
   proj = h_ctx @ model.w_sp[...]
   pos = jnp.sum(proj * h_seg, -1)

@@ -72,6 +72,24 @@ def context(config, ds, split, weights, mesh):
       similar=similar, num_groups=sharding.data_parallel_size(mesh))
 
 
+def user_stream(config, train, *, row_slice=None, row_multiple: int = 1):
+  """The pretraining stream: one window per user and epoch, packed several
+  users to a row when the model family packs and pretrain.packed is on
+  (each slot as long as the window plus what the contrastive
+  augmentations may add), else one user per row in length buckets."""
+  cfg = config.pretrain
+  weights = objectives.active(cfg.objectives)
+  ops = ([o for o in cfg.augment.ops.split(',') if o]
+         if 'contrastive' in weights else [])
+  packed = bool(cfg.packed) and models.packs_rows(config.model)
+  return pipeline.UserStream(
+      train, batch_size=cfg.batch_size, max_len=config.model.max_len,
+      seed=config.seed + 1, row_slice=row_slice,
+      random_prefix=cfg.random_prefix, partners='duorec' in weights,
+      packed=packed, row_multiple=row_multiple,
+      slot=lambda n: n + augment.max_growth(ops, cfg.augment, n))
+
+
 def pretrain_step(state, batch, key, *, graphdef, tx, ctx, weights):
   """One optimizer step on the weighted objectives. Returns (state,
   scalar metrics)."""
@@ -108,10 +126,9 @@ def run(config, workdir: str, data=None) -> dict:
   sharding.check_batch(cfg.batch_size, mesh, 'pretrain.batch_size')
 
   # Data: one user per row (the objectives' views are per user).
-  stream = pipeline.UserStream(
-      split.train, batch_size=cfg.batch_size, max_len=config.model.max_len,
-      seed=config.seed + 1, row_slice=sharding.process_rows(cfg.batch_size),
-      random_prefix=cfg.random_prefix, partners='duorec' in weights)
+  stream = user_stream(config, split.train,
+                       row_slice=sharding.process_rows(cfg.batch_size),
+                       row_multiple=sharding.data_parallel_size(mesh))
   total_steps = sum(stream.steps_in_epoch(e) for e in range(cfg.epochs))
   logging.info('Pretraining for %d epochs (~%d steps).', cfg.epochs,
                total_steps)

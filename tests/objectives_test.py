@@ -147,3 +147,51 @@ def test_jit_augment_views_differ():
   b, _ = augment.augment(k2, items, lengths, ops=('mask', 'reorder'),
                          cfg=config.pretrain.augment, mask_id=99)
   assert not np.array_equal(np.asarray(a), np.asarray(b))
+
+
+@pytest.mark.parametrize('layout', [(1, 1, 1), (4, 1, 2)])
+def test_packed_views_give_every_objective_its_unpacked_loss(layout):
+  """A packed UserStream batch carries the plan that packs its users'
+  views several to a row: every objective computed through the plan (one
+  [R, max_len] block) equals the same objective on the same left-padded
+  rows encoded one user per row (dropout off: the same function), also on
+  a 4x2 mesh; the slots hold the views the augmentations lengthen."""
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  config = load_config('cl4srec', 'smoke')
+  with config.unlocked():
+    for k in config.pretrain.objectives:
+      config.pretrain.objectives[k] = 1.0
+    config.pretrain.batch_size = 32
+    config.model.update(dropout_rate=0.0, attention_dropout_rate=0.0)
+    config.mesh.update(dict(zip(('data', 'fsdp', 'model'), layout)))
+  weights = objectives.active(config.pretrain.objectives)
+  data = trainer.load_data(config)
+  config = trainer.resolved(config, data)
+  ds, split = data
+  mesh = sharding.make_mesh(config.mesh)
+  build = pretrain.builder(config, ds)
+  graphdef, _, param_sh = trainer.abstract_model(build, config, mesh)
+  params = trainer.init_params(build, config, mesh, param_sh, 0)
+  ctx = pretrain.context(config, ds, split, weights, mesh)
+  stream = pretrain.user_stream(
+      config, split.train, row_multiple=sharding.data_parallel_size(mesh))
+  assert stream.pack_rows and stream.widths == [config.model.max_len]
+  width = config.model.max_len
+  for index in range(2):
+    host = stream.batch(0, index)
+    assert host['pack_src'].shape == (stream.pack_rows, width)
+    # Packed: far fewer positions than users x max_len.
+    assert stream.pack_rows * width < 0.8 * host["items"].size
+    packed = sharding.host_to_global(mesh, host)
+    plain = {k: v for k, v in packed.items() if 'pack_' not in k}
+    key = jax.random.key(index)
+
+    def losses(batch):
+      return jax.jit(lambda p: objectives.total_loss(
+          nnx.merge(graphdef, p), batch, key, ctx, weights)[1])(params)
+    with jax.set_mesh(mesh):
+      got, want = jax.device_get(losses(packed)), jax.device_get(
+          losses(plain))
+    for name in weights:
+      assert got[f'train/{name}'] == pytest.approx(
+          want[f'train/{name}'], rel=2e-5, abs=1e-6), name

@@ -110,6 +110,15 @@ def insert(key, items, length, alpha: float, similar):
   return jnp.where(jnp.arange(width) >= width - new_length, out, 0), new_length
 
 
+def max_growth(ops, cfg, length: int) -> int:
+  """The most items any of `ops` adds to a sequence of `length` (insert:
+  max(1, floor(alpha * n)), the others none), plus one of slack for the
+  float rounding of that count on device."""
+  if 'insert' not in ops or not length:
+    return 0
+  return max(1, int(np.floor(cfg.correlated_alpha * length))) + 1
+
+
 def augment(key, items, lengths, *, ops, cfg, mask_id: int, similar=None):
   """One random augmentation from `ops` per row.
 

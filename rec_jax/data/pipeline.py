@@ -365,11 +365,27 @@ class UserStream(_Stream):
   whose window ends with the same item (0 length when there is none), the
   supervised positive of DuoRec. Like TrainStream, every batch is a pure
   function of (seed, epoch, index) and only `row_slice` rows are built.
+
+  Packed (`packed`): one compiled shape and no padding for the
+  encoder. Rows are max_len wide (W = max_len, no buckets) and each batch
+  also carries the plan that packs its users' views several to a row of a
+  [R, max_len] block, as fine-tuning batches are packed (models package
+  docstring): every user gets a slot of `slot(n)` positions (its window
+  length n, plus what an augmentation may add), slots are packed best-fit,
+  and a batch takes users until it has `batch_size` of them or its slots
+  fill the R rows (`pack_rows`: enough for batch_size users of the first
+  epoch's mean slot, a multiple of `row_multiple`). Plan fields (see `PackPlan`): `pack_src` int32 [R, L],
+  the flat index u * W + column of the entry of `items` each packed
+  position holds (-1: none), `pack_seg` [R, L] the slot's segment id
+  (u + 1), `pack_last` [B] the flat packed index of each user's newest
+  position; `partner_pack_*` likewise for the partners (a partner that does
+  not fit is dropped: length 0).
   """
 
   def __init__(self, train: list[np.ndarray], *, batch_size: int,
                max_len: int, seed: int, row_slice: slice | None = None,
-               random_prefix: bool = True, partners: bool = False):
+               random_prefix: bool = True, partners: bool = False,
+               packed: bool = False, slot=None, row_multiple: int = 1):
     self.train = [np.asarray(t, np.int32) for t in train]
     self.lengths = np.array([len(t) for t in self.train], np.int64)
     if not len(self.train) or self.lengths.max() == 0:
@@ -378,13 +394,21 @@ class UserStream(_Stream):
                      row_slice=row_slice)
     self.random_prefix = random_prefix
     self.partners = partners
-    self.widths = bucket_widths(max_len)
+    self.slot = slot or (lambda n: n)
+    self.widths = [max_len] if packed else bucket_widths(max_len)
+    self.pack_rows = 0
+    if packed:
+      # Rows for batch_size users of the first epoch's mean slot, packed
+      # best-fit (nearly full), divisible over the data-parallel devices.
+      begins, ends = self._windows(np.random.default_rng([seed, 0, 7]))
+      slots = self._slot_sizes(ends - begins)
+      rows = -(-int(np.ceil(1.02 * batch_size * slots[slots > 0].mean()))
+               // max_len)
+      self.pack_rows = -(-max(rows, 1) // row_multiple) * row_multiple
     self._epoch = None
 
-  def _plan(self, epoch: int):
-    if self._epoch == epoch:
-      return
-    rng = np.random.default_rng([self.seed, epoch, 7])
+  def _windows(self, rng):
+    """(begins, ends) of every user's window this epoch."""
     n = self.lengths
     if self.random_prefix:
       low = np.minimum(n, 2)
@@ -392,16 +416,31 @@ class UserStream(_Stream):
     else:
       ends = n.copy()
     ends = np.minimum(ends, n)
-    begins = np.maximum(ends - self.max_len, 0)
+    return np.maximum(ends - self.max_len, 0), ends
+
+  def _slot_sizes(self, sizes):
+    return np.minimum(np.array([self.slot(int(k)) for k in sizes], np.int64),
+                      self.max_len)
+
+  def _plan(self, epoch: int):
+    if self._epoch == epoch:
+      return
+    rng = np.random.default_rng([self.seed, epoch, 7])
+    begins, ends = self._windows(rng)
     sizes = ends - begins
-    bucket = np.searchsorted(self.widths, sizes)
-    batches = []
-    for b in range(len(self.widths)):
-      users = rng.permutation(np.flatnonzero((bucket == b) & (sizes > 0)))
-      for i in range(0, len(users), self.batch_size):
-        batches.append((b, users[i:i + self.batch_size]))
-    order = rng.permutation(len(batches))
-    self._batches = [batches[i] for i in order]
+    if self.pack_rows:
+      self._slots = self._slot_sizes(sizes)
+      self._batches = [(0, users) for users in self._fill(
+          rng.permutation(np.flatnonzero(sizes > 0)))]
+    else:
+      bucket = np.searchsorted(self.widths, sizes)
+      batches = []
+      for b in range(len(self.widths)):
+        users = rng.permutation(np.flatnonzero((bucket == b) & (sizes > 0)))
+        for i in range(0, len(users), self.batch_size):
+          batches.append((b, users[i:i + self.batch_size]))
+      order = rng.permutation(len(batches))
+      self._batches = [batches[i] for i in order]
     self._begins, self._ends = begins, ends
     if self.partners:
       last = np.array([t[e - 1] if e > 0 else 0
@@ -430,6 +469,36 @@ class UserStream(_Stream):
   def _window(self, u: int):
     return self.train[u][self._begins[u]:self._ends[u]]
 
+  def _parts(self):
+    """(processes, this process's part) of every global batch."""
+    local = self.row_slice.stop - self.row_slice.start
+    return self.batch_size // local, self.row_slice.start // local
+
+  def _fill(self, order):
+    """The epoch's batches of users (in `order`): at most batch_size each,
+    and each process's share of a batch packs into its pack_rows / parts
+    rows (checked by packing it)."""
+    parts, _ = self._parts()
+    local_users, local_rows = self.batch_size // parts, self.pack_rows // parts
+    capacity = local_rows * self.max_len
+    batches, start = [], 0
+    while start < len(order):
+      take = min(self.batch_size, len(order) - start)
+      while take > 1 and not all(
+          self._fits(order[start + p * local_users:
+                           min(start + (p + 1) * local_users, start + take)],
+                     local_rows, capacity) for p in range(parts)):
+        take -= max(1, take // 16)
+      batches.append(order[start:start + take])
+      start += take
+    return batches
+
+  def _fits(self, users, rows: int, capacity: int) -> bool:
+    slots = self._slots[users]
+    if slots.sum() > capacity:
+      return False
+    return pack(np.sort(slots)[::-1], self.max_len)[2] <= rows
+
   def batch(self, epoch: int, index: int) -> dict[str, np.ndarray]:
     self._plan(epoch)
     b, users = self._batches[index]
@@ -451,7 +520,70 @@ class UserStream(_Stream):
         p = self._window(self._partner[u])[-width:]
         out['partner'][i, width - len(p):] = p
         out['partner_lengths'][i] = len(p)
+    if self.pack_rows:
+      self._add_plans(out, [users[r] if r < len(users) else -1
+                            for r in rows])
     return out
+
+  def _add_plans(self, out, users):
+    """The packing plans of this process's rows (class docstring)."""
+    parts, part = self._parts()
+    rows = self.pack_rows // parts
+    first_user, first_row = self.row_slice.start, part * rows
+    slots = np.array([self._slots[u] if u >= 0 else 0 for u in users])
+    out.update(PackPlan.build(slots, rows, self.max_len, first_user,
+                              first_row).fields('pack_'))
+    if self.partners:
+      p_slots = out['partner_lengths'].astype(np.int64)
+      plan = PackPlan.build(p_slots, rows, self.max_len, first_user,
+                            first_row)
+      out['partner'][plan.dropped] = 0
+      out['partner_lengths'][plan.dropped] = 0
+      out.update(plan.fields('partner_pack_'))
+
+
+@dataclasses.dataclass
+class PackPlan:
+  """Where the users' views of a UserStream batch go in a packed block.
+
+  src [R, L]: flat index (user * L + column) into the batch's [B, L] rows
+    of the entry each packed position takes, -1 where none;
+  seg [R, L]: the segment id (user + 1) of each slot position, 0 outside;
+  last [B]: flat index (row * L + column) of each user's newest position
+    in the packed block (0 for users without a slot);
+  dropped [B] bool: users whose slot did not fit (their views are empty).
+  Indices are global: this process's users start at `first_user`, its
+  packed rows at `first_row`.
+  """
+  src: np.ndarray
+  seg: np.ndarray
+  last: np.ndarray
+  dropped: np.ndarray
+
+  @classmethod
+  def build(cls, slots, rows: int, width: int, first_user: int = 0,
+            first_row: int = 0) -> 'PackPlan':
+    """Best-fit packing of `slots` (one per user, 0: none) into `rows`."""
+    src = np.full((rows, width), -1, np.int32)
+    seg = np.zeros((rows, width), np.int32)
+    last = np.zeros(len(slots), np.int32)
+    dropped = np.zeros(len(slots), bool)
+    real = np.flatnonzero(slots > 0)
+    real = real[np.argsort(-slots[real], kind='stable')]  # best-fit
+    row, off, _ = pack(slots[real], width)                # decreasing.
+    for u, r, o in zip(real, row, off):
+      if r >= rows:
+        dropped[u] = True
+        continue
+      n = int(slots[u])
+      src[r, o:o + n] = (first_user + u) * width + np.arange(width - n, width)
+      seg[r, o:o + n] = first_user + u + 1
+      last[u] = (first_row + r) * width + o + n - 1
+    return cls(src, seg, last, dropped)
+
+  def fields(self, prefix: str) -> dict[str, np.ndarray]:
+    return {f'{prefix}src': self.src, f'{prefix}seg': self.seg,
+            f'{prefix}last': self.last}
 
 
 def window_passes(lengths, max_len: int) -> int:
