@@ -219,3 +219,24 @@ def test_dropout_masks_keep_their_probability(keep):
   y = np.asarray(layers.dropout(x, 1.0 - keep, jax.random.key(1)))
   assert y.mean() == pytest.approx(1.0, abs=0.02)
   np.testing.assert_allclose(np.unique(y), [0.0, 1 / prob], rtol=1e-6)
+
+
+def test_validation_passes_compile_once():
+  """Two validation passes over the same users (as every epoch runs one)
+  compile the encoder and the ranking step once each."""
+  from rec_jax import evaluate  # pylint: disable=g-import-not-at-top
+  cfg = _config()
+  mesh = sharding.make_mesh(config_lib.mesh_config(data=4, model=2))
+  graphdef, _, shardings = finetune.abstract_model(cfg, 30, mesh)
+  params = finetune.init_params(cfg, 30, mesh, shardings, seed=0)
+  rng = np.random.default_rng(0)
+  hist = [rng.integers(1, 31, n) for n in rng.integers(1, 15, 50)]
+  targets = rng.integers(1, 31, 50)
+  ev = evaluate.Evaluator(graphdef=graphdef, mesh=mesh, max_len=8,
+                          mask_id=None, batch_size=8)
+  first, _ = ev.full_ranking(params, hist, targets)
+  sizes = (ev._encode._cache_size(), ev._full[False]._cache_size())  # pylint: disable=protected-access
+  second, _ = ev.full_ranking(params, hist, targets)
+  assert first == second
+  assert sizes == (1, 1)
+  assert (ev._encode._cache_size(), ev._full[False]._cache_size()) == sizes  # pylint: disable=protected-access
