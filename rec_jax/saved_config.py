@@ -119,7 +119,8 @@ MOVED = {f'model.{k}': f'model.peft.{k}' for k in (
 # (where the saved config has their section): pretrain.epochs is set from
 # the data by the rule the older code applied at run time.
 ADDED = {'model.name': 'sasrec',
-         'pretrain.epochs': int(config_lib.FROM_DATA)}
+         'pretrain.epochs': int(config_lib.FROM_DATA),
+         'pretrain.packed': False}
 
 
 def upgrade(saved: dict) -> dict:
