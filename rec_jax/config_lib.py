@@ -243,6 +243,11 @@ def eval_config(batch_size: int = 256):
   return ml_collections.ConfigDict(dict(
       batch_size=batch_size,
       every_epochs=1,
+      # > 0: validate every this many training steps instead (within epochs,
+      # and after the last step), each validation also a checkpoint; early
+      # stopping's patience then counts these. Epochs are the default: an
+      # epoch is the same number of targets whatever the rows per step.
+      every_steps=0,
       # ... and at least this many training steps apart: with few training
       # sequences (label_fraction=0.01: 2 steps an epoch) a per-epoch
       # evaluation would early-stop a model that is still learning.

@@ -220,6 +220,11 @@ def check(config) -> None:
   if n < 1 or cfg.batch_size % n:
     raise ValueError(f'finetune.micro_batches={n} must divide '
                      f'finetune.batch_size={cfg.batch_size}')
+  for key in ('every_steps', 'every_epochs'):
+    if config.eval[key] < 0 or (key == 'every_epochs' and
+                                config.eval[key] < 1):
+      raise ValueError(f'eval.{key}={config.eval[key]} must be '
+                       f"{'>= 0' if key == 'every_steps' else '>= 1'}")
   joint = joint_weights(cfg)
   if joint and not (task.JOINT and cfg.objective == 'causal'):
     raise ValueError(f'finetune.aux.objectives {joint} train with the '
@@ -400,6 +405,7 @@ def run(config, workdir: str, init_from: str | None = None,
       checkpoint_every=config.checkpoint.every_steps,
       checkpoint_min_steps=config.checkpoint.min_steps, evaluate=validate,
       eval_every=eval_every(config.eval, steps_per_epoch),
+      eval_every_steps=config.eval.every_steps,
       metric=config.eval.metric, mode=config.eval.mode,
       patience=cfg.patience, desc='finetune')
   writer = writers.MetricWriter(workdir)

@@ -118,6 +118,7 @@ def main(argv):
     check('eval', 'finetune')
     results = evaluate.run_eval(config, workdir, data)
     print('\n' + evaluate.log_table(results))
+    print(evaluate.time_line(results))
     print(f'results: {results_path}')
 
 

@@ -173,4 +173,7 @@ def run(config, workdir: str, data=None) -> dict:
   return dict(epochs=meta['epoch'], steps=step,
               train_seconds=meta['train_seconds'],
               seconds_per_epoch=meta['train_seconds'] / max(meta['epoch'], 1),
+              median_epoch_seconds=trainer.median_epoch_seconds(meta),
+              compile_seconds=meta['compile_seconds'],
+              compilations=meta['compilations'],
               objectives=weights, hardware=trainer.hardware())

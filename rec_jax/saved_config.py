@@ -120,7 +120,8 @@ MOVED = {f'model.{k}': f'model.peft.{k}' for k in (
 # the data by the rule the older code applied at run time.
 ADDED = {'model.name': 'sasrec',
          'pretrain.epochs': int(config_lib.FROM_DATA),
-         'pretrain.packed': False}
+         'pretrain.packed': False,
+         'eval.every_steps': 0}
 
 
 def upgrade(saved: dict) -> dict:

@@ -223,7 +223,30 @@ def save_json(path: str, obj):
 
 def fresh_meta() -> dict:
   return dict(epoch=0, index=0, best=None, best_step=-1, best_epoch=-1,
-              bad_evals=0, train_seconds=0.0, evals=[], stopped_early=False)
+              bad_evals=0, train_seconds=0.0, evals=[], stopped_early=False,
+              epoch_seconds=[], compile_seconds=0.0, compilations=0)
+
+
+# JAX's own timings of the work before a jitted function first runs:
+# tracing to a jaxpr, lowering to StableHLO and the XLA compile.
+_COMPILE_EVENTS = ('/jax/core/compile/jaxpr_trace_duration',
+                   '/jax/core/compile/jaxpr_to_mlir_module_duration',
+                   '/jax/core/compile/backend_compile_duration')
+_COMPILE = dict(seconds=0.0, compilations=0, listening=False)
+
+
+def compile_clock() -> tuple[float, int]:
+  """(seconds, XLA compilations) this process has spent compiling so far,
+  from JAX's monitoring events; a stage reports the difference across its
+  run, so its log separates compile time from training time."""
+  if not _COMPILE['listening']:
+    def listen(event, duration, **_):
+      if event in _COMPILE_EVENTS:
+        _COMPILE['seconds'] += duration
+        _COMPILE['compilations'] += event == _COMPILE_EVENTS[-1]
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    _COMPILE['listening'] = True
+  return _COMPILE['seconds'], _COMPILE['compilations']
 
 
 # ----------------------------------------------------------------- loop ----
@@ -233,7 +256,8 @@ def fresh_meta() -> dict:
 class LoopSpec:
   """How a stage trains: its stream, step, schedule and evaluation.
 
-  `evaluate(params) -> metrics` runs after every `eval_every` epochs; with
+  `evaluate(params) -> metrics` runs after every `eval_every` epochs (or
+  every `eval_every_steps` steps, within epochs, and after the last); with
   it the loop keeps the best params under `best/` and stops after
   `patience` evaluations without improving `metric`. Without it the final
   params are saved as `best/` (the pretraining stage's output).
@@ -249,7 +273,8 @@ class LoopSpec:
   # writing checkpoints.
   checkpoint_min_steps: int = 0
   evaluate: Callable | None = None
-  eval_every: int = 1
+  eval_every: int = 1       # epochs between validations ...
+  eval_every_steps: int = 0  # ... or steps, when > 0 (then at the end too).
   metric: str = 'ndcg@10'
   mode: str = 'max'         # 'min' when lower `metric` is better (rmse).
   patience: int = 0         # 0: never stop early.
@@ -265,6 +290,10 @@ def fit(spec: LoopSpec, *, state, meta: dict, ckpt, writer, mesh, key,
       checkpoint is kept).
   """
   stream = spec.stream
+  compiled_before = compile_clock()
+  eval_compile = 0.0  # validation's compiles, outside train_seconds.
+  for k, v in fresh_meta().items():  # checkpoints of older versions.
+    meta.setdefault(k, v)
   total_steps = sum(stream.steps_in_epoch(e) for e in range(spec.num_epochs))
   step = int(jax.device_get(state['step']))
   bar = tqdm.tqdm(total=total_steps, initial=step, unit='step',
@@ -298,11 +327,25 @@ def fit(spec: LoopSpec, *, state, meta: dict, ckpt, writer, mesh, key,
     postfix['loss'] = f"{mean['train/loss']:.4f}"
     bar.set_postfix(postfix)
 
+  def validate(epoch):
+    """Validation at this step, compile time kept apart."""
+    nonlocal eval_compile
+    before = compile_clock()[0]
+    _evaluate(spec, state, meta, ckpt, writer, step, epoch)
+    eval_compile += compile_clock()[0] - before
+    postfix[f'best_{spec.metric}'] = (
+        '-' if not meta['best'] else f"{meta['best'][spec.metric]:.4f}")
+    bar.set_postfix(postfix)
+    meta['evaluated_step'] = step
+
+  by_steps = spec.evaluate is not None and spec.eval_every_steps > 0
   with jax.transfer_guard('disallow'):
     for epoch in range(meta['epoch'], spec.num_epochs):
       if meta['stopped_early']:
         break
       t_epoch = time.perf_counter()
+      if meta['index'] == 0:
+        meta['epoch_start_seconds'] = meta['train_seconds']
       for index in range(meta['index'], stream.steps_in_epoch(epoch)):
         batch = sharding.host_to_global(mesh, stream.batch(epoch, index))
         state, m = spec.step_fn(state, batch, key)
@@ -311,29 +354,50 @@ def fit(spec: LoopSpec, *, state, meta: dict, ckpt, writer, mesh, key,
         bar.update(1)
         if step % spec.log_every == 0:
           drain()
-        if spec.checkpoint_every and step % spec.checkpoint_every == 0:
+        mid_eval = by_steps and step % spec.eval_every_steps == 0
+        if mid_eval or (spec.checkpoint_every and
+                        step % spec.checkpoint_every == 0):
           drain()
+          jax.block_until_ready(state)
           meta.update(epoch=epoch, index=index + 1, train_seconds=meta[
               'train_seconds'] + time.perf_counter() - t_epoch)
-          t_epoch = time.perf_counter()
+          if mid_eval:
+            validate(epoch)
           ckpt.save(step, state, meta)
           marks['saved'] = step
+          t_epoch = time.perf_counter()
+          if meta['stopped_early']:
+            break
+      if meta['stopped_early'] and meta['index'] < stream.steps_in_epoch(
+          epoch):
+        break  # stopped by a validation within the epoch, saved there.
       drain()
       jax.block_until_ready(state)
       meta['train_seconds'] += time.perf_counter() - t_epoch
+      meta['epoch_seconds'].append(
+          meta['train_seconds'] - meta.get('epoch_start_seconds', 0.0))
       meta.update(epoch=epoch + 1, index=0)
-      evaluated = spec.evaluate is not None and (
-          (epoch + 1) % spec.eval_every == 0 or epoch + 1 == spec.num_epochs)
+      last = epoch + 1 == spec.num_epochs
+      if by_steps:  # ... and once at the very end, unless just done.
+        evaluated = last and meta.get('evaluated_step') != step
+      else:
+        evaluated = spec.evaluate is not None and (
+            (epoch + 1) % spec.eval_every == 0 or last)
       if evaluated:
-        _evaluate(spec, state, meta, ckpt, writer, step, epoch)
-        postfix[f'best_{spec.metric}'] = (
-            '-' if not meta['best'] else f"{meta['best'][spec.metric]:.4f}")
-        bar.set_postfix(postfix)
-      if (evaluated or epoch + 1 == spec.num_epochs or
+        validate(epoch)
+      if (evaluated or last or
           step - marks['saved'] >= spec.checkpoint_min_steps):
         ckpt.save(step, state, meta)
         marks['saved'] = step
   bar.close()
+  seconds, count = (a - b for a, b in zip(compile_clock(), compiled_before))
+  meta['compile_seconds'] += seconds - eval_compile
+  meta['compilations'] += count
+  logging.info('%s: %d steps, %.1f s training (median epoch %.2f s), of '
+               'which %.1f s compiling in this process; validation compiled '
+               'for %.1f s more (%d XLA compilations in all).', spec.desc,
+               step, meta['train_seconds'], median_epoch_seconds(meta),
+               seconds - eval_compile, eval_compile, count)
   if spec.evaluate is None and ckpt.best_step() != step:
     ckpt.save_best(step, state['params'], dict(step=step,
                                                 epoch=meta['epoch']))
@@ -378,10 +442,20 @@ def peak_device_mb() -> float | None:
   return stats['peak_bytes_in_use'] / 2**20
 
 
+def median_epoch_seconds(meta: dict) -> float:
+  """Training seconds of the median epoch: the steady state, which the
+  first epoch's compilation does not move once there are three."""
+  times = meta.get('epoch_seconds') or [0.0]
+  return float(np.median(times))
+
+
 def summary(meta: dict, step: int) -> dict:
   return dict(best_valid=meta['best'], best_step=meta['best_step'],
               best_epoch=meta['best_epoch'], epochs=meta['epoch'],
               steps=step, train_seconds=meta['train_seconds'],
               stopped_early=meta['stopped_early'],
               seconds_per_epoch=meta['train_seconds'] / max(meta['epoch'], 1),
+              median_epoch_seconds=median_epoch_seconds(meta),
+              compile_seconds=meta.get('compile_seconds', 0.0),
+              compilations=meta.get('compilations', 0),
               hardware=hardware(), peak_device_mb=peak_device_mb())

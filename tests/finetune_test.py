@@ -189,9 +189,11 @@ def test_joint_objectives_and_relative_positions_on_4x2_mesh(tmp_path):
     assert mesh['best_valid'][k] == pytest.approx(v, abs=2e-3), k
 
 
-def test_resume_after_crash_is_exact(tmp_path, monkeypatch):
+@pytest.mark.parametrize('eval_every_steps', [0, 5])
+def test_resume_after_crash_is_exact(tmp_path, monkeypatch, eval_every_steps):
   config = smoke_config()
   config.checkpoint.every_steps = 4
+  config.eval.every_steps = eval_every_steps  # validations within epochs.
   full, full_dir = _run(tmp_path, 'full', config)
 
   real_batch = pipeline.TrainStream.batch
@@ -212,6 +214,48 @@ def test_resume_after_crash_is_exact(tmp_path, monkeypatch):
     return {r['step']: r['train/loss'] for r in rows if 'train/loss' in r}
   a, b = losses(full_dir), losses(resumed_dir)
   assert a == {s: b[s] for s in a}
+  assert _eval_steps(full_dir) == _eval_steps(resumed_dir)
+
+
+def _eval_steps(workdir):
+  rows = [json.loads(l) for l in open(os.path.join(workdir, 'metrics.jsonl'))]
+  return [r['step'] for r in rows if 'eval/valid/ndcg@10' in r]
+
+
+def test_validation_every_steps_and_early_stopping_within_an_epoch(tmp_path):
+  """eval.every_steps validates on that step cadence, across epoch ends,
+  and early stopping may end the run inside an epoch; the summary reports
+  compile time apart from the steady epochs."""
+  config = smoke_config()
+  config.finetune.num_epochs = 3
+  every_epoch, _ = _run(tmp_path, 'epochs', config)
+  per_epoch = every_epoch['steps'] // 3
+  assert every_epoch['compilations'] >= 1
+  assert 0 < every_epoch['compile_seconds'] < every_epoch['train_seconds']
+  assert 0 < every_epoch['median_epoch_seconds'] < every_epoch[
+      'train_seconds']
+
+  config.eval.every_steps = 3
+  summary, workdir = _run(tmp_path, 'steps', config)
+  steps = _eval_steps(workdir)
+  last = summary['steps']
+  assert steps == list(range(3, last + 1, 3)) + ([last] if last % 3 else [])
+  assert per_epoch % 3  # the cadence crosses epoch ends.
+
+  config.finetune.num_epochs = 50
+  config.finetune.patience = 2
+  config.finetune.optimizer.lr = 1e-7  # nothing improves after the first.
+  stopped, workdir = _run(tmp_path, 'stopped', config)
+  assert stopped['stopped_early']
+  assert _eval_steps(workdir) == [3, 6, 9]
+  assert stopped['steps'] == 9
+
+
+def test_bad_validation_cadence_is_refused(tmp_path):
+  config = smoke_config()
+  config.eval.every_steps = -1
+  with pytest.raises(ValueError, match=r'eval.every_steps=-1 must be >= 0'):
+    finetune.run(config, str(tmp_path))
 
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
