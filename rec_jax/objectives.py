@@ -123,6 +123,27 @@ def encode(model, items, *, causal: bool, key, plan=None) -> Encoded:
       packed, positions, segment_ids, key=key, causal=causal))
 
 
+def encode_last(model, items, *, causal: bool, key, plan=None):
+  """[B, D]: every row's encoding at its newest position, as
+  `encode(...).last()` gives it; encoders that can (`at`, the Transformer
+  family) run their last block at those positions only."""
+  if not hasattr(model.encoder, 'at'):
+    return encode(model, items, causal=causal, key=key, plan=plan).last()
+  width = items.shape[1]
+  max_len = model.encoder.max_len
+  if plan is None:
+    positions = jnp.broadcast_to(jnp.arange(max_len - width, max_len,
+                                            dtype=jnp.int32), items.shape)
+    index = jnp.arange(items.shape[0]) * width + width - 1
+    return model.encoder.at(items, positions, (items != 0).astype(jnp.int32),
+                            index, key=key, causal=causal)
+  src, seg, last = plan
+  packed = Encoded(None, src, last).pack(items)
+  positions = jnp.where(src >= 0, max_len - width + src % width, 0)
+  return model.encoder.at(packed, positions, jnp.where(packed != 0, seg, 0),
+                          last, key=key, causal=causal)
+
+
 def drop_last(items, lengths):
   """(items without their newest item, shifted right; the dropped item)."""
   prefix = jnp.pad(items[:, :-1], ((0, 0), (1, 0)))
@@ -221,9 +242,9 @@ def contrastive(model, batch, key, ctx):
       similar=ctx.similar)[0] for k in (k1, k3)])
   # Both views in one encoder call (one pass of larger matmuls); dropout
   # is drawn independently for every row, so the views stay independent.
-  views = jnp.split(encode(
+  views = jnp.split(encode_last(
       model, x, causal=ctx.causal, key=k2,
-      plan=doubled(batch_plan(batch), items.shape[0])).last(), 2)
+      plan=doubled(batch_plan(batch), items.shape[0])), 2)
   loss, acc = info_nce(views[0], views[1], temperature=cfg.temperature,
                        valid=lengths > 0, similarity=cfg.similarity,
                        groups=_groups(ctx, items.shape[0]))
@@ -236,11 +257,11 @@ def duorec(model, batch, key, ctx):
   x, n, target = drop_last(batch['items'], batch['lengths'])
   px, pn, _ = drop_last(batch['partner'], batch['partner_lengths'])
   valid = n > 0
-  z = encode(model, x, causal=ctx.causal, key=k1, plan=batch_plan(batch)).last()
-  z_drop = encode(model, x, causal=ctx.causal, key=k2,
-                  plan=batch_plan(batch)).last()
-  z_sup = encode(model, px, causal=ctx.causal, key=k3,
-                 plan=batch_plan(batch, 'partner_pack_')).last()
+  z = encode_last(model, x, causal=ctx.causal, key=k1, plan=batch_plan(batch))
+  z_drop = encode_last(model, x, causal=ctx.causal, key=k2,
+                       plan=batch_plan(batch))
+  z_sup = encode_last(model, px, causal=ctx.causal, key=k3,
+                      plan=batch_plan(batch, 'partner_pack_'))
   same = target[:, None] == target[None, :]
   groups = _groups(ctx, x.shape[0])
   unsup, acc = info_nce(z, z_drop, temperature=cfg.temperature, valid=valid,
@@ -326,10 +347,10 @@ def sp(model, batch, key, ctx):
   shift = width - (seg_begin + seg_len)
   seg_rows = jax.vmap(lambda r, s: jnp.roll(r, s))(
       jnp.where(in_seg, items, 0), shift[:, 0])
-  h_ctx = encode(model, context, causal=False, key=k3,
-                 plan=batch_plan(batch)).last()
-  h_seg = encode(model, seg_rows, causal=False, key=k4,
-                 plan=batch_plan(batch)).last()
+  h_ctx = encode_last(model, context, causal=False, key=k3,
+                      plan=batch_plan(batch))
+  h_seg = encode_last(model, seg_rows, causal=False, key=k4,
+                      plan=batch_plan(batch))
   h_neg = jnp.roll(h_seg, 1, axis=0)
   proj = h_ctx @ model.w_sp[...]
   pos = jnp.sum(proj * h_seg, -1)

@@ -66,6 +66,50 @@ def test_a_users_outputs_do_not_depend_on_its_row_mates(name):
     np.testing.assert_allclose(a, b, atol=1e-5)
 
 
+@pytest.mark.parametrize('causal,positions', [
+    (True, 'absolute'), (False, 'absolute'), (True, 'relative')])
+def test_outputs_at_a_few_positions_equal_the_full_encoding(causal,
+                                                            positions):
+  """`Encoder.at` (the last block run at the read positions only, as
+  contrastive views use it) gives the full encoding at those positions;
+  objectives.encode_last equals encode(...).last() through a packing plan
+  and without one; a family without `at` falls back to the full pass."""
+  from rec_jax import objectives  # pylint: disable=g-import-not-at-top
+  config = family_config('sasrec')
+  config.model.update(causal=causal, positions=positions, max_len=10)
+  model = models.build(config.model, 30, rngs=nnx.Rngs(0))
+  packed = jnp.array([[3, 4, 5, 9, 10, 11, 12, 0, 0, 0],
+                      [7, 8, 9, 10, 11, 12, 13, 14, 15, 16]])
+  seg = jnp.array([[1, 1, 1, 2, 2, 2, 2, 0, 0, 0], [3] * 10])
+  pos = jnp.array([[7, 8, 9, 6, 7, 8, 9, 0, 0, 0], list(range(10))])
+  index = jnp.array([2, 6, 19, 4])  # row 0 at 2 and 6, row 1 at 9 and 4.
+  full = model.encoder(packed, pos, seg)
+  full = full.reshape(-1, full.shape[-1])[index]
+  np.testing.assert_allclose(model.encoder.at(packed, pos, seg, index),
+                             full, atol=1e-5)
+  # Through objectives.encode_last: left-padded users, packed or not.
+  rng = np.random.default_rng(0)
+  users = np.zeros((6, 10), np.int32)
+  for r, n in enumerate(rng.integers(1, 10, 6)):
+    users[r, 10 - n:] = rng.integers(1, 30, n)
+  lengths = (users > 0).sum(1)
+  plan = pipeline.PackPlan.build(lengths, rows=4, width=10)
+  assert not plan.dropped.any()
+  plan = tuple(jnp.asarray(a) for a in (plan.src, plan.seg, plan.last))
+  for p in (None, plan):
+    want = objectives.encode(model, jnp.asarray(users), causal=causal,
+                             key=None, plan=p).last()
+    got = objectives.encode_last(model, jnp.asarray(users), causal=causal,
+                                 key=None, plan=p)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+  gru = models.build(family_config('gru4rec').model, 30, rngs=nnx.Rngs(0))
+  assert not hasattr(gru.encoder, 'at')
+  np.testing.assert_array_equal(
+      objectives.encode_last(gru, jnp.asarray(users), causal=True, key=None),
+      objectives.encode(gru, jnp.asarray(users), causal=True,
+                        key=None).last())
+
+
 def test_gru_resets_at_segment_starts():
   """Without its resets the recurrence would carry the first user's state
   into the second: the contract test above would then fail."""

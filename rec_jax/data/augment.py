@@ -32,11 +32,20 @@ def _count(rate, length, minimum):
   return jnp.clip(jnp.floor(rate * length).astype(jnp.int32), minimum, length)
 
 
+def _rank(score):
+  """int [W]: each entry's place in a stable ascending sort of `score`
+  (argsort(argsort(score))), by W x W comparisons: on a CPU, XLA's sort of
+  many short rows costs far more than this."""
+  i = jnp.arange(score.shape[-1])
+  below = score[None, :] < score[:, None]
+  tied_before = (score[None, :] == score[:, None]) & (i[None, :] < i[:, None])
+  return jnp.sum(below | tied_before, axis=-1)
+
+
 def _choose(key, real, k):
   """Bool [W]: exactly k (<= number of real) random real positions."""
   score = jnp.where(real, jax.random.uniform(key, real.shape), 2.0)
-  rank = jnp.argsort(jnp.argsort(score))
-  return rank < k
+  return _rank(score) < k
 
 
 def crop(key, items, length, eta: float):
@@ -68,7 +77,8 @@ def reorder(key, items, length, beta: float):
   # Sort keys: integers outside the window, distinct reals inside it.
   sort_key = jnp.where(
       inside, begin - 0.5 + jax.random.uniform(k2, idx.shape) * k, idx)
-  return jnp.take(items, jnp.argsort(sort_key)), length
+  # items in the order argsort(sort_key) gives, without the sort.
+  return jnp.zeros_like(items).at[_rank(sort_key)].set(items), length
 
 
 def _correlated(key, items, similar):

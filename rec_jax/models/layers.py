@@ -180,12 +180,7 @@ class Attention(nnx.Module):
     # x: [B, L, D]; mask: [B, 1, L, L] True where a query may attend a key;
     # bias: optional [B, H, L, L] added to the attention logits.
     dtype = x.dtype
-    q = jnp.einsum('bld,dhk->blhk', x, self.weight('query').astype(dtype))
-    k = jnp.einsum('bld,dhk->blhk', x, self.weight('key').astype(dtype))
-    v = jnp.einsum('bld,dhk->blhk', x, self.weight('value').astype(dtype))
-    q = q + self.query_bias[...].astype(dtype)
-    k = k + self.key_bias[...].astype(dtype)
-    v = v + self.value_bias[...].astype(dtype)
+    q, k, v = (self._project(x, n) for n in ('query', 'key', 'value'))
     if hasattr(self, 'prefix_key'):
       b = x.shape[0]
       pk = jnp.broadcast_to(self.prefix_key[...].astype(dtype),
@@ -200,6 +195,30 @@ class Attention(nnx.Module):
           real, mask.shape[:-1] + (pk.shape[1],)), mask], axis=-1)
       if bias is not None:  # the prefix has no position: no bias.
         bias = jnp.pad(bias, ((0, 0), (0, 0), (0, 0), (pk.shape[1], 0)))
+    return self._attend(q, k, v, mask, bias, dropout_rate, key)
+
+  def at(self, x, xq, rows, mask, *, dropout_rate: float = 0.0, key=None,
+         bias=None):
+    """The attention output of a few queries only: [N, 1, D] for queries
+    xq [N, 1, D], query n in row rows[n] of x [B, L, D] (whose keys and
+    values it attends); mask [N, 1, 1, L], bias [N, H, 1, L]. Equal to
+    __call__'s output at those positions (dropout aside, drawn for these
+    shapes)."""
+    if hasattr(self, 'prefix_key'):
+      raise NotImplementedError('prefix tuning with outputs at a few '
+                                'positions only')
+    k, v = (jnp.take(self._project(x, n), rows, axis=0)
+            for n in ('key', 'value'))
+    return self._attend(self._project(xq, 'query'), k, v, mask, bias,
+                        dropout_rate, key)
+
+  def _project(self, x, name):
+    dtype = x.dtype
+    return (jnp.einsum('bld,dhk->blhk', x, self.weight(name).astype(dtype))
+            + getattr(self, f'{name}_bias')[...].astype(dtype))
+
+  def _attend(self, q, k, v, mask, bias, dropout_rate, key):
+    dtype = q.dtype
     scale = q.shape[-1] ** -0.5
     logits = jnp.einsum('bqhk,bshk->bhqs', q * scale, k).astype(jnp.float32)
     if bias is not None:
@@ -278,6 +297,30 @@ class Block(nnx.Module):
     if hasattr(self, 'adapter_attn'):
       h = self.adapter_attn(h)
     x = x + dropout(h, dropout_rate, k2)
+    return self._mlp_half(x, dropout_rate, k3, k4)
+
+  def at(self, x, index, mask, *, dropout_rate: float = 0.0,
+         attention_dropout_rate: float = 0.0, key=None, bias=None):
+    """The block's output at a few positions only: [N, D] at flat
+    positions `index` [N] of x [B, L, D]; mask [B, 1, L, L] and bias
+    [B, H, L, L] as __call__ takes them. The queries, residuals and MLP run
+    at those positions alone, the keys and values over their whole rows
+    (a sequence-level objective that reads one position saves most of the
+    last block)."""
+    k1, k2, k3, k4 = split_key(key, 4)
+    b, length, dim = x.shape
+    rows, cols = index // length, index % length
+    xq = jnp.take(x.reshape(-1, dim), index, axis=0)[:, None]  # [N, 1, D]
+    mask_q = mask[rows, :, cols][:, :, None]                    # [N, 1, 1, L]
+    bias_q = None if bias is None else bias[rows, :, cols][:, :, None]
+    h = self.attn.at(self.attn_norm(x), self.attn_norm(xq), rows, mask_q,
+                     dropout_rate=attention_dropout_rate, key=k1, bias=bias_q)
+    if hasattr(self, 'adapter_attn'):
+      h = self.adapter_attn(h)
+    xq = xq + dropout(h, dropout_rate, k2)
+    return self._mlp_half(xq, dropout_rate, k3, k4)[:, 0]
+
+  def _mlp_half(self, x, dropout_rate, k3, k4):
     h = self.mlp(self.mlp_norm(x), dropout_rate=dropout_rate, key=k3)
     if hasattr(self, 'adapter_mlp'):
       h = self.adapter_mlp(h)

@@ -95,6 +95,40 @@ class Encoder(items_lib.ItemEncoder):
     Returns:
       hidden [B, L, D] (and a list of per-layer [B, L, D] if requested).
     """
+    x, mask, bias, keys = self._inputs(items, positions, segment_ids, key,
+                                       causal)
+    outs = [x]
+    run = self._block_fn()
+    for block, k in zip(self.blocks, keys[1:]):
+      x = run(block, x, mask, k, bias)
+      outs.append(x)
+    x = self.final_norm(x)
+    outs[-1] = x
+    return (x, outs) if return_layers else x
+
+  def at(self, items, positions, segment_ids, index, *, key=None,
+         causal: bool | None = None):
+    """The encoder's output at a few positions only: [N, D] at flat
+    positions `index` [N] of the [B, L] inputs, equal to
+    `__call__(...).reshape(-1, D)[index]` (dropout aside: the last block's
+    masks are drawn for its smaller shapes). The last block computes its
+    queries, residuals and MLP at those positions alone; a sequence-level
+    view (contrastive learning reads each view's newest position) costs
+    about one block less."""
+    x, mask, bias, keys = self._inputs(items, positions, segment_ids, key,
+                                       causal)
+    run = self._block_fn()
+    for block, k in zip(self.blocks[:-1], keys[1:-1]):
+      x = run(block, x, mask, k, bias)
+    x = self.blocks[-1].at(
+        x, index, mask, dropout_rate=self.dropout_rate,
+        attention_dropout_rate=self.attention_dropout_rate, key=keys[-1],
+        bias=bias)
+    return self.final_norm(x)
+
+  def _inputs(self, items, positions, segment_ids, key, causal):
+    """(embedded inputs [B, L, D], attention mask, relative bias or None,
+    dropout keys: the embedding's, then one per block)."""
     keys = layers.split_key(key, len(self.blocks) + 1)
     x = self.embed(items)
     bias = None
@@ -109,20 +143,14 @@ class Encoder(items_lib.ItemEncoder):
     x = x * (segment_ids != 0)[..., None].astype(x.dtype)
     mask = layers.attention_mask(
         segment_ids, causal=self.causal if causal is None else causal)
-    outs = [x]
+    return x, mask, bias, keys
+
+  def _block_fn(self):
     def run(block, x, mask, k, bias):
       return block(x, mask, dropout_rate=self.dropout_rate,
                    attention_dropout_rate=self.attention_dropout_rate, key=k,
                    bias=bias)
-
-    if self.remat:
-      run = nnx.remat(run)
-    for block, k in zip(self.blocks, keys[1:]):
-      x = run(block, x, mask, k, bias)
-      outs.append(x)
-    x = self.final_norm(x)
-    outs[-1] = x
-    return (x, outs) if return_layers else x
+    return nnx.remat(run) if self.remat else run
 
 
 def encoder_kwargs(model_cfg, num_items: int, peft: layers.Peft) -> dict:
