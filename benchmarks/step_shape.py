@@ -7,9 +7,13 @@ The SASRec recipe's real fine-tuning step (full-softmax CE, packed rows of
 max_len) at each `finetune.batch_size`, built in one process and timed in
 alternating rounds (this machine is shared; medians of the rounds). For
 each: compile seconds, ms per step, training targets per second, steps per
-epoch and the implied seconds of a training epoch. Accuracy at a batch size
-is a separate, full run (benchmarks/results/step_shape.md says which).
-Writes benchmarks/results/step_shape.{json,md}.
+epoch and the implied seconds of a training epoch; and, timed in the same rounds, a plain
+matmul of the step's largest shapes (its [rows x max_len, D] hidden states
+against the [V, D] item table): the step's achieved GFLOPS (XLA's FLOP
+count) as a share of that matmul's is how close the step is to the
+machine's floor for this work. Accuracy at a batch size is a separate, full
+run (benchmarks/results/step_shape.md says which). Writes
+benchmarks/results/step_shape.{json,md} (--out).
 """
 
 import argparse
@@ -68,10 +72,19 @@ def main():
     compile_s = time.perf_counter() - t
     state, _ = step_fn(state, batches[0], key)  # warm
     jax.block_until_ready(state)
+    table_rows = state['params']['encoder']['item_embed'].shape
+    hidden = jax.random.normal(jax.random.key(1), (
+        rows * config.model.max_len, table_rows[1]))
+    item_table = jax.random.normal(jax.random.key(2), table_rows)
+    matmul = jax.jit(lambda a, b: a @ b.T)
+    jax.block_until_ready(matmul(hidden, item_table))
     runs[rows] = dict(step_fn=step_fn, state=state, batches=batches, key=key,
                       per_epoch=per_epoch, targets=targets,
-                      compile_s=compile_s, ms=[],
-                      flops=_flops(compiled))
+                      compile_s=compile_s, ms=[], matmul_ms=[],
+                      flops=_flops(compiled),
+                      matmul=lambda m=matmul, h=hidden, t=item_table: m(h, t),
+                      matmul_flops=2.0 * hidden.shape[0] * hidden.shape[1] *
+                      item_table.shape[0])
 
   for _ in range(args.repeats):
     for rows in sizes:
@@ -83,6 +96,11 @@ def main():
       jax.block_until_ready(m)
       r['ms'].append(1e3 * (time.perf_counter() - t) / len(r['batches']))
       r['state'] = s
+      t = time.perf_counter()
+      for _ in range(10):
+        out = r['matmul']()
+      jax.block_until_ready(out)
+      r['matmul_ms'].append(1e3 * (time.perf_counter() - t) / 10)
 
   table = {}
   for rows in sizes:
@@ -95,7 +113,11 @@ def main():
         epoch_s=ms * r['per_epoch'] / 1e3,
         targets_per_s=r['targets'] / (ms * r['per_epoch'] / 1e3),
         gflop_per_step=r['flops'] / 1e9,
-        gflops=r['flops'] / (ms / 1e3) / 1e9)
+        gflops=r['flops'] / (ms / 1e3) / 1e9,
+        matmul_gflops=r['matmul_flops'] / (
+            statistics.median(r['matmul_ms']) / 1e3) / 1e9)
+    table[rows]['share_of_matmul'] = (table[rows]['gflops'] /
+                                      table[rows]['matmul_gflops'])
   ref = table[16] if 16 in table else table[sizes[0]]
   for row in table.values():
     row['vs_16'] = row['targets_per_s'] / ref['targets_per_s']
@@ -112,13 +134,16 @@ def main():
       f"`REC_JAX_DATA_DIR=../shared/data {out['command']}` ({out['date']}, "
       f"{out['hardware']}); medians of {args.repeats} alternating rounds of "
       f'{args.steps} real steps; rows of max_len packed positions.', '',
-      '| rows / step | steps / epoch | compile s | ms / step | GFLOPS | '
-      'epoch s (train) | targets / s | vs 16 rows |',
-      '|---|---|---|---|---|---|---|---|']
+      '| rows / step | steps / epoch | compile s | ms / step | step GFLOPS | '
+      'plain matmul GFLOPS | step / matmul | epoch s (train) | targets / s | '
+      'vs 16 rows |',
+      '|---|---|---|---|---|---|---|---|---|---|']
   for r in table.values():
     lines.append(
         f"| {r['rows']} | {r['steps_per_epoch']} | {r['compile_s']:.1f} | "
-        f"{r['ms_per_step']:.1f} | {r['gflops']:.1f} | {r['epoch_s']:.2f} | "
+        f"{r['ms_per_step']:.1f} | {r['gflops']:.1f} | "
+        f"{r['matmul_gflops']:.1f} | {100 * r['share_of_matmul']:.0f}% | "
+        f"{r['epoch_s']:.2f} | "
         f"{r['targets_per_s']:.0f} | {r['vs_16']:.2f}x |")
   with open(args.out + '.md', 'w', encoding='utf-8') as f:
     f.write('\n'.join(lines) + '\n')

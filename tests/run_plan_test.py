@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+import conftest
 from conftest import REPO
 
 sys.path.insert(0, os.path.join(REPO, 'benchmarks'))
@@ -313,6 +314,8 @@ def test_finished_runs_are_archived_and_read_back(archive_roots, fake_main):
 def test_archived_run_with_another_config_is_refused(archive_roots):
   """The archive keeps each stage's config; a benchmark asking for another
   config gets an error naming the key, not the old run's numbers."""
+  # The recipe's data-derived values are read from the real files.
+  conftest.data_dir_or_skip()
   _, arch = archive_roots
   run = arch / 'baselines' / 'sasrec_toys_s0'
   (run / 'finetune').mkdir(parents=True)
@@ -332,6 +335,8 @@ def test_archived_fine_tune_names_its_checkpoint_across_clones(archive_roots):
   """An archived fine-tune records the checkpoint path of the clone it ran
   in; it matches the same run under this clone's benchmarks/work, and a
   different pretraining run is refused."""
+  # The recipe's data-derived values are read from the real files.
+  conftest.data_dir_or_skip()
   work, arch = archive_roots
   run = arch / 'finetuning' / 'lora_beauty_s0'
   run.mkdir(parents=True)
