@@ -40,3 +40,25 @@ def test_tpu_vm_runs_the_same_command_on_every_worker():
   assert 'setup_env.sh\\ tpu' in lines[1]
   assert ('-m\\ rec_jax.main\\ --config=configs/recommended.py:'
           'dataset=beauty\\ --workdir=gs://bucket/run') in lines[2]
+
+
+def test_ci_runs_the_readme_test_line_and_refuses_any_other(tmp_path):
+  """.ci/run executes line 2 of the README's first code block, and only
+  when that line is the pytest command."""
+  (tmp_path / '.ci').mkdir()
+  run = tmp_path / '.ci' / 'run'
+  run.write_text(open(os.path.join(REPO, '.ci', 'run')).read())
+  shared = tmp_path.parent / 'shared' / 'data'
+  def ci(second_line):
+    (tmp_path / 'README.md').write_text(
+        f'# x\n\n```\necho main\n{second_line}\n```\n')
+    return subprocess.run(['bash', str(run)], capture_output=True, text=True,
+                          timeout=60, env=dict(
+                              os.environ, REC_JAX_DATA_DIR=str(shared)))
+  bad = ci('echo tests pass')
+  assert bad.returncode == 2
+  assert 'is not the pytest command: echo tests pass' in bad.stderr
+  good = ci('echo ran -m pytest -q')
+  assert good.returncode == 0, good.stderr
+  assert 'ran -m pytest -q' in good.stdout
+  assert ci('false -m pytest').returncode != 0  # a failure fails CI.
