@@ -93,25 +93,17 @@ def run_step_shape(workroot, batch_rows):
     return json.load(f)['table'][0]
 
 
-def _conv(c):
-  if c is None:
-    return '(no archived runs)'
-  return f"{c['mean']:.4f} ± {c['std']:.4f} over {c['seeds']} seeds"
-
-
-def converged(pattern):
-  """Test NDCG@10 (mean, std, seeds) of archived converged runs."""
+def converged(pattern) -> str:
+  """Test NDCG@10 of archived converged runs: 'm ± s over N seeds'."""
   import glob  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
   vals = []
   for path in sorted(glob.glob(os.path.join(
       REPO, 'benchmarks', 'results', 'runs', pattern, 'results.json'))):
     with open(path, encoding='utf-8') as f:
       vals.append(json.load(f)['test']['ndcg@10'])
   if not vals:
-    return None
-  return dict(mean=float(np.mean(vals)), std=float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0,
-              seeds=len(vals))
+    return '(no archived runs)'
+  return f'{common.mean_std(vals)} over {len(vals)} seeds'
 
 
 def main():
@@ -167,14 +159,13 @@ step ({step['rows']} rows x 50) does {step['gflop_per_step']:.2f} GFLOP in
 (hidden states x item table): **{100 * step['share_of_matmul']:.0f}% of it**.
 
 Accuracy at convergence (early stopping on validation NDCG@10, patience 10):
-rec_jax {_conv(ours_conv)} (`benchmarks/results/runs/baselines/sasrec_beauty_s*`,
+rec_jax {ours_conv} (`benchmarks/results/runs/baselines/sasrec_beauty_s*`,
 the current code); RecBole 1.2.1 0.0544 after 13 epochs, best validation at
 epoch 11, stopped by a 25-minute budget before converging (history excluded;
 `../shared/notes/recbole_peer.md`): a converged RecBole run takes about 1.5 h
 on this CPU and is not rerun here.
 """
-  with open(args.out, 'w', encoding='utf-8') as f:
-    f.write(text)
+  common.write_markdown(args.out, text)  # keeps the notes below it.
   with open(args.out.replace('.md', '.json'), 'w', encoding='utf-8') as f:
     json.dump(dict(rec_jax=ours, recbole=theirs, ratio=ratio, step=step,
                    rec_jax_converged=ours_conv), f, indent=2)

@@ -145,8 +145,7 @@ def main():
         f"{r['matmul_gflops']:.1f} | {100 * r['share_of_matmul']:.0f}% | "
         f"{r['epoch_s']:.2f} | "
         f"{r['targets_per_s']:.0f} | {r['vs_16']:.2f}x |")
-  with open(args.out + '.md', 'w', encoding='utf-8') as f:
-    f.write('\n'.join(lines) + '\n')
+  common.write_markdown(args.out + '.md', '\n'.join(lines) + '\n')
   print('\n'.join(lines))
 
 

@@ -81,6 +81,21 @@ def test_unknown_objectives_are_errors():
     objectives.active({'cloze': 0.0})
 
 
+def _pretraining(config):
+  """What a pretraining step needs of `config` (resolved on its data):
+  (config, (ds, split), weights, mesh, builder, (graphdef, abstract
+  params, param shardings), objectives context)."""
+  weights = objectives.active(config.pretrain.objectives)
+  data = trainer.load_data(config)
+  config = trainer.resolved(config, data)
+  ds, split = data
+  mesh = sharding.make_mesh(config.mesh)
+  build = pretrain.builder(config, ds)
+  model = trainer.abstract_model(build, config, mesh)
+  ctx = pretrain.context(config, ds, split, weights, mesh)
+  return config, data, weights, mesh, build, model, ctx
+
+
 def test_every_objective_learns():
   """All eight objectives together on the synthetic set: after 30 steps,
   each one's loss on a fixed batch (fixed key) is lower than at init."""
@@ -93,14 +108,8 @@ def test_every_objective_learns():
     config.pretrain.optimizer.lr = 3e-3
     config.model.max_len = 8  # one length bucket: one compile.
     config.mesh.data = 1
-  weights = objectives.active(config.pretrain.objectives)
-  data = trainer.load_data(config)
-  config = trainer.resolved(config, data)
-  ds, split = data
-  mesh = sharding.make_mesh(config.mesh)
-  build = pretrain.builder(config, ds)
-  graphdef, abs_params, param_sh = trainer.abstract_model(build, config, mesh)
-  ctx = pretrain.context(config, ds, split, weights, mesh)
+  config, (ds, split), weights, mesh, build, (
+      graphdef, abs_params, param_sh), ctx = _pretraining(config)
   stream = pipeline.UserStream(split.train, batch_size=64, max_len=8, seed=0,
                                random_prefix=False, partners=True)
   fixed = sharding.host_to_global(mesh, stream.batch(0, 0))
@@ -164,15 +173,9 @@ def test_packed_views_give_every_objective_its_unpacked_loss(layout):
     config.pretrain.batch_size = 32
     config.model.update(dropout_rate=0.0, attention_dropout_rate=0.0)
     config.mesh.update(dict(zip(('data', 'fsdp', 'model'), layout)))
-  weights = objectives.active(config.pretrain.objectives)
-  data = trainer.load_data(config)
-  config = trainer.resolved(config, data)
-  ds, split = data
-  mesh = sharding.make_mesh(config.mesh)
-  build = pretrain.builder(config, ds)
-  graphdef, _, param_sh = trainer.abstract_model(build, config, mesh)
+  config, (_, split), weights, mesh, build, (
+      graphdef, _, param_sh), ctx = _pretraining(config)
   params = trainer.init_params(build, config, mesh, param_sh, 0)
-  ctx = pretrain.context(config, ds, split, weights, mesh)
   stream = pretrain.user_stream(
       config, split.train, row_multiple=sharding.data_parallel_size(mesh))
   assert stream.pack_rows and stream.widths == [config.model.max_len]
