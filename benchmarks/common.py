@@ -20,9 +20,15 @@ import subprocess
 import sys
 import time
 
-import numpy as np
-
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+  sys.path.insert(0, REPO)
+# Before numpy and JAX start their threads: rec_jax.hostmem's malloc
+# setting reaches only the heaps created after it (every benchmark script
+# imports this module first).
+import rec_jax  # pylint: disable=g-import-not-at-top,unused-import,wrong-import-position
+import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
+
 # When set, run_main (and every other launch of rec_jax.main here) appends
 # the run to this JSON-lines file instead of running it, for
 # benchmarks/run_plan.py to run many at once elsewhere (an accelerator).

@@ -61,8 +61,8 @@ def _quickstart(keep, tmp: str) -> dict:
   env = _env(keep)
   env.pop('REC_JAX_DATA_DIR', None)  # the embedded set, as a new user runs it
   t = time.perf_counter()
-  subprocess.run([sys.executable, '-m', 'rec_jax.main',
-                  '--config=configs/recommended.py', f'--workdir={workdir}'],
+  subprocess.run(common.main_command(['--config=configs/recommended.py'],
+                                     workdir),
                  check=True, env=env, cwd=common.REPO,
                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   wall = time.perf_counter() - t
@@ -93,10 +93,11 @@ def main():
         print(f'round {r + 1}/{args.repeats} {mode}:',
               {w: runs[mode][w][-1] for w in what}, flush=True)
 
+  from rec_jax import trainer  # pylint: disable=g-import-not-at-top
   med = lambda rows, key: statistics.median(row[key] for row in rows)
   base, kept = MODES
   out = dict(date=datetime.date.today().isoformat(),
-             hardware=_hardware(), repeats=args.repeats,
+             hardware=trainer.hardware(), repeats=args.repeats,
              command='python benchmarks/hostmem.py ' + ' '.join(sys.argv[1:]),
              runs=runs)
   lines = [
@@ -127,11 +128,6 @@ def main():
     json.dump(out, f, indent=2)
   common.write_markdown(args.out + '.md', '\n'.join(lines) + '\n')
   print('\n'.join(lines))
-
-
-def _hardware() -> str:
-  from rec_jax import trainer  # pylint: disable=g-import-not-at-top
-  return trainer.hardware()
 
 
 if __name__ == '__main__':

@@ -3,6 +3,6 @@ JAX."""
 
 from rec_jax import hostmem as _hostmem
 
-# Before JAX starts its CPU backend: the pad only reaches the heaps that
-# XLA's threads create after it is set (rec_jax.hostmem).
+# Before numpy and JAX start threads, when rec_jax is imported first: the
+# setting only reaches the heaps created after it (rec_jax.hostmem).
 _hostmem.keep_freed_memory()
