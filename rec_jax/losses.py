@@ -65,8 +65,11 @@ def softmax_ce(hidden, targets, table, num_items: int, *, mesh=None,
   item rows, minus the targets' rows, scattered back per target, never a
   dense [tokens, V] one-hot. Three paths, equal to each other:
 
-  * dense (no mesh, no chunk): the [tokens, items] block once; the
-    forward pass keeps its exponentials for the backward pass.
+  * dense (no mesh, no chunk): the tokens in blocks of at most
+    _BLOCK_BYTES of [tokens, items] logits; under differentiation each
+    block's gradients are computed while its logits are at hand (the loss
+    is a sum: its gradients are the cotangent times them), so the logits
+    are made once and never kept for a backward pass.
   * chunked (`chunk_size`): the item rows `chunk_size` at a time with an
     online log-sum-exp; the backward pass recomputes each chunk, so memory
     holds one [tokens, chunk] block, not [tokens, V].
@@ -96,44 +99,119 @@ class _CeShape(tuple):
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
 def _ce_sum(h, targets, table, shape):
-  return _ce_fwd(h, targets, table, shape)[0]
+  num_items, chunk, mesh = shape
+  if mesh is None and not chunk:
+    return _target_sum(_dense_blocks(h, targets, table, num_items,
+                                     grads=False)[0], h, targets, table)
+  return _target_sum(_lse(h, table, shape), h, targets, table)
+
+
+def _target_sum(lse, h, targets, table):
+  """sum over targets of lse - the target's logit (a row gather)."""
+  tl = jnp.sum(h.astype(jnp.float32) * jnp.take(table, targets, axis=0)
+               .astype(jnp.float32), -1)
+  return jnp.sum(jnp.where(targets > 0, lse - tl, 0.0))
 
 
 def _ce_fwd(h, targets, table, shape):
   num_items, chunk, mesh = shape
-  tl = jnp.sum(h.astype(jnp.float32) * jnp.take(table, targets, axis=0)
-               .astype(jnp.float32), -1)             # target logits [N].
   if mesh is None and not chunk:
-    logits = _logits(h, _item_rows(table, num_items))
-    m = jnp.max(logits, -1, keepdims=True)
-    ex = jnp.exp(logits - m)                          # kept for backward.
-    s = jnp.sum(ex, -1)
-    lse, saved = m[:, 0] + jnp.log(s), (ex, s)
-  else:
-    lse, saved = _lse(h, table, shape), None
-  total = jnp.sum(jnp.where(targets > 0, lse - tl, 0.0))
-  return total, (h, targets, table, lse, saved)
+    # The loss is a sum, so its gradients are its cotangent times fixed
+    # arrays: computed here, block by block, while each block's logits
+    # are at hand; the backward pass only scales them.
+    lse, dh, d_rows = _dense_blocks(h, targets, table, num_items, grads=True)
+    dh, dtable = _with_targets(
+        dh, jnp.pad(d_rows, ((1, table.shape[0] - 1 - num_items), (0, 0))),
+        h, targets, table, (targets > 0).astype(jnp.float32))
+    return _target_sum(lse, h, targets, table), (None, dh, dtable)
+  lse = _lse(h, table, shape)
+  return _target_sum(lse, h, targets, table), ((h, targets, table, lse),
+                                               None, None)
 
 
 def _ce_bwd(shape, res, g):
-  num_items, chunk, mesh = shape
-  h, targets, table, lse, saved = res
+  saved, dh, dtable = res
+  if saved is None:
+    return ((dh * g).astype(dh.dtype), None,
+            (dtable * g).astype(dtable.dtype))
+  h, targets, table, lse = saved
   w = (targets > 0).astype(jnp.float32) * g           # [N] target weights.
-  if saved is not None:
-    ex, s = saved
-    pw = (ex * (w / s)[:, None]).astype(h.dtype)
-    rows = _item_rows(table, num_items)
-    dh = _mm(pw, rows.astype(h.dtype))
-    d_rows = _mm(pw.T, h)
-    dtable = jnp.pad(d_rows, ((1, table.shape[0] - 1 - num_items), (0, 0)))
-  else:
-    dh, dtable = _softmax_grads(h, table, lse, w, shape)
-  dh = dh - w[:, None] * jnp.take(table, targets, axis=0).astype(jnp.float32)
-  dtable = dtable.at[targets].add(-w[:, None] * h.astype(jnp.float32))
+  dh, dtable = _with_targets(*_softmax_grads(h, table, lse, w, shape), h,
+                             targets, table, w)
   return dh.astype(h.dtype), None, dtable.astype(table.dtype)
 
 
+def _with_targets(dh, dtable, h, targets, table, w):
+  """The softmax part's gradients minus each target's own term: its row
+  against dh, h scattered onto its row of the table (per target, no dense
+  one-hot)."""
+  dh = dh - w[:, None] * jnp.take(table, targets, axis=0).astype(jnp.float32)
+  dtable = dtable.at[targets].add(-w[:, None] * h.astype(jnp.float32))
+  return dh.astype(h.dtype), dtable.astype(table.dtype)
+
+
 _ce_sum.defvjp(_ce_fwd, _ce_bwd)
+
+
+# The dense path scores tokens in blocks of at most this many bytes of
+# logits. On Beauty's 16 x 50 tokens against 12,101 items one block would be
+# 39 MB: past the CPU's 32 MB L3 and past glibc's largest mmap threshold, so
+# that XLA's temporaries for it were fresh pages some steps (~7,000 faults a
+# step in such processes, measured). Blocks of <= 16 MB made the Beauty step
+# 1.06-1.23x faster than one block (benchmarks/results/ce_speed.md); 4 MB
+# blocks were slower (52 vs 43 ms a step, more, smaller matmuls).
+_BLOCK_BYTES = 16 << 20
+
+
+def _token_blocks(n: int, rows: int) -> int:
+  """How many blocks the dense path splits n tokens into: the fewest that
+  keep a block's [tokens, rows] float32 logits within _BLOCK_BYTES, raised
+  to a divisor of n when one is near (then no padding), else n is padded."""
+  k = max(1, -(-(n * rows * 4) // _BLOCK_BYTES))
+  for j in range(k, min(2 * k, n) + 1):
+    if n % j == 0:
+      return j
+  return k
+
+
+def _dense_blocks(h, targets, table, num_items: int, grads: bool):
+  """(lse [N], and with `grads` the softmax part's dh [N, D] and d item
+  rows [num_items, D] for unit target weights) over the item rows, tokens
+  a block at a time (_BLOCK_BYTES). Block i holds tokens i, i + k, ...:
+  strided, so that tokens split over the data axes stay on their device.
+  """
+  rows = _item_rows(table, num_items)
+  n, d = h.shape
+  k = _token_blocks(n, rows.shape[0])
+  w = (targets > 0).astype(jnp.float32)
+  pad = -n % k
+  hb = jnp.pad(h, ((0, pad), (0, 0))).reshape(-1, k, d).swapaxes(0, 1)
+  wb = jnp.pad(w, (0, pad)).reshape(-1, k).swapaxes(0, 1)
+
+  def block(d_rows, xs):
+    hk, wk = xs
+    logits = _logits(hk, rows)
+    m = jnp.max(logits, -1, keepdims=True)
+    ex = jnp.exp(logits - m)
+    s = jnp.sum(ex, -1)
+    lse = m[:, 0] + jnp.log(s)
+    if not grads:
+      return d_rows, (lse,)
+    p = (ex * (wk / s)[:, None]).astype(h.dtype)
+    return (d_rows + _mm(p.T, hk),
+            (lse, _mm(p, rows.astype(h.dtype))))
+
+  init = jnp.zeros(rows.shape, jnp.float32) if grads else None
+  if k == 1:
+    d_rows, out = block(init, (hb[0], wb[0]))
+    out = tuple(o[None] for o in out)
+  else:
+    d_rows, out = jax.lax.scan(block, init, (hb, wb))
+  # [k, N / k, ...] back to token order, padding dropped.
+  out = [o.swapaxes(0, 1).reshape(-1, *o.shape[2:])[:n] for o in out]
+  if not grads:
+    return (out[0],)
+  return out[0], out[1], d_rows
 
 
 def _mm(a, b):

@@ -148,6 +148,9 @@ def _report(config, mesh, compiled, abs_params, param_sh, abs_opt, state_sh,
       per_device_output_bytes=int(getattr(mem, 'output_size_in_bytes', -1)),
       per_device_code_bytes=int(getattr(mem, 'generated_code_size_in_bytes',
                                         -1)),
+      # XLA's count, which takes a while loop's body once: scans (the CE's
+      # token blocks, micro-batches) are undercounted; model_flops_per_step
+      # is the analytical figure.
       flops_per_step=float(cost.get('flops', -1.0)),
       model_flops_per_step=float(model_flops),
       largest_params=[dict(name=n, shape=list(s), per_device_bytes=b)

@@ -164,7 +164,8 @@ def run(config, workdir: str, data=None) -> dict:
       stream=stream, step_fn=step_fn, num_epochs=cfg.epochs,
       lr_schedule=lr_schedule, log_every=config.log_every_steps,
       checkpoint_every=config.checkpoint.every_steps,
-      checkpoint_min_steps=config.checkpoint.min_steps, desc='pretrain')
+      checkpoint_min_steps=config.checkpoint.min_steps, desc='pretrain',
+      total_steps=total_steps)
   state, meta = trainer.fit(spec, state=state, meta=meta, ckpt=ckpt,
                             writer=writer, mesh=mesh, key=key, workdir=workdir)
   ckpt.close()

@@ -279,6 +279,9 @@ class LoopSpec:
   mode: str = 'max'         # 'min' when lower `metric` is better (rmse).
   patience: int = 0         # 0: never stop early.
   desc: str = 'train'
+  # The run's steps when the stage has counted them (pretraining does, for
+  # its LR schedule); 0: the progress bar estimates them from this epoch.
+  total_steps: int = 0
 
 
 def fit(spec: LoopSpec, *, state, meta: dict, ckpt, writer, mesh, key,
@@ -299,7 +302,7 @@ def fit(spec: LoopSpec, *, state, meta: dict, ckpt, writer, mesh, key,
   # anyway): packing plans each epoch afresh, a row or so more or less, and
   # planning all of them up front cost 5.6 s on Beauty (200 epochs).
   epochs_left = spec.num_epochs - meta['epoch']
-  total_steps = step - meta['index'] + (
+  total_steps = spec.total_steps or step - meta['index'] + (
       epochs_left * stream.steps_in_epoch(meta['epoch']) if epochs_left > 0
       else 0)
   bar = tqdm.tqdm(total=total_steps, initial=step, unit='step',

@@ -144,3 +144,43 @@ def test_custom_backward_ce_equals_the_reference(layout, chunk):
   assert float(val) == pytest.approx(float(ref), rel=1e-6)
   for got, want in zip(grads, ref_g):
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=2e-6)
+
+
+@pytest.mark.parametrize('budget,tokens,layout', [
+    (4000, 48, None),        # 5 blocks needed -> 6, a divisor of 48.
+    (4000, 47, None),        # 47 tokens: no divisor near, padded to 50.
+    (1 << 30, 48, None),     # one block.
+    (4000, 48, (8, 1, 1)),   # tokens split over 8 data devices.
+])
+def test_dense_ce_in_token_blocks_equals_the_reference(monkeypatch, budget,
+                                                       tokens, layout):
+  """The dense path's token blocks (gradients made in the forward pass,
+  strided blocks, padded when no divisor is near) give the reference's
+  values and gradients, and its value alone (no differentiation) too."""
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from rec_jax import sharding  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(losses, '_BLOCK_BYTES', budget)
+  rng = np.random.default_rng(2)
+  v, d, n = 128, 8, 101
+  table = jnp.asarray(rng.normal(size=(v, d)).astype(np.float32))
+  hidden = jnp.asarray(rng.normal(size=(1, tokens, d)).astype(np.float32))
+  targets = jnp.asarray(rng.integers(0, n + 1, size=(1, tokens)), jnp.int32)
+  if layout:
+    hidden, targets = hidden.reshape(8, 6, d), targets.reshape(8, 6)
+  ref, ref_g = jax.value_and_grad(
+      lambda h, t: _reference_ce(h, targets, t, n), argnums=(0, 1))(
+          hidden, table)
+  blocks = losses._token_blocks(tokens, n)
+  assert blocks == {4000: 6 if tokens == 48 else 5, 1 << 30: 1}[budget]
+  grad = jax.jit(jax.value_and_grad(lambda h, t: losses.softmax_ce(
+      h, targets, t, n)[0], argnums=(0, 1)))
+  value = jax.jit(lambda h, t: losses.softmax_ce(h, targets, t, n)[0])
+  if layout:
+    mesh = sharding.make_mesh(ml_collections.ConfigDict(
+        dict(zip(('data', 'fsdp', 'model'), layout))))
+    hidden = sharding.host_to_global(mesh, dict(h=np.asarray(hidden)))['h']
+  val, grads = grad(hidden, table)
+  assert float(val) == pytest.approx(float(ref), rel=1e-6)
+  assert float(value(hidden, table)) == pytest.approx(float(ref), rel=1e-6)
+  for got, want in zip(grads, ref_g):
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=2e-6)

@@ -132,6 +132,27 @@ def test_pretraining_resumes_exactly(tmp_path):
                jax.device_get(b))
 
 
+def test_pretraining_bar_counts_the_steps_it_runs(tmp_path, monkeypatch):
+  """The progress bar's total is the step count pretraining planned for
+  its LR schedule (packed epochs vary in length: an estimate from the
+  first epoch would end the bar short or long)."""
+  bars = []
+
+  class Bar(trainer.tqdm.tqdm):
+    def __init__(self, *args, **kwargs):
+      super().__init__(*args, **kwargs)
+      bars.append(self)
+
+  monkeypatch.setattr(trainer.tqdm, 'tqdm', Bar)
+  config = smoke_config(name='recommended')
+  with config.unlocked():  # epochs of 6, 6, 6, 6 and 7 steps.
+    config.pretrain.update(batch_size=24, num_epochs=5)
+  summary = pretrain.run(config, str(tmp_path / 'pre'))
+  assert summary['steps'] == 31
+  assert [(b.total, b.n) for b in bars] == [(summary['steps'],
+                                             summary['steps'])]
+
+
 def run_main(argv, ok=True):
   proc = subprocess.run([sys.executable, '-m', 'rec_jax.main', *argv],
                         cwd=REPO, capture_output=True, text=True, timeout=600)
