@@ -173,12 +173,8 @@ def _one_block_flops(make_step, *args) -> float:
   a while loop's body once, so the blocked step's own count leaves out all
   but one of its CE blocks; this is the same arithmetic, counted whole."""
   from rec_jax import losses  # pylint: disable=g-import-not-at-top
-  real = losses._BLOCK_BYTES  # pylint: disable=protected-access
-  losses._BLOCK_BYTES = 1 << 62  # pylint: disable=protected-access
-  try:
+  with losses.block_budget(1 << 62):
     compiled = make_step().lower(*args).compile()
-  finally:
-    losses._BLOCK_BYTES = real  # pylint: disable=protected-access
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   return float((cost or {}).get('flops', 0.0))

@@ -5,6 +5,7 @@ callers normalise by the number of real targets across the whole batch.
 outside any traced function: the train step only calls what it returns.
 """
 
+import contextlib
 import functools
 from typing import Callable
 
@@ -101,8 +102,8 @@ class _CeShape(tuple):
 def _ce_sum(h, targets, table, shape):
   num_items, chunk, mesh = shape
   if mesh is None and not chunk:
-    return _target_sum(_dense_blocks(h, targets, table, num_items,
-                                     grads=False)[0], h, targets, table)
+    lse, _, _ = _dense_blocks(h, targets, table, num_items, grads=False)
+    return _target_sum(lse, h, targets, table)
   return _target_sum(_lse(h, table, shape), h, targets, table)
 
 
@@ -121,8 +122,8 @@ def _ce_fwd(h, targets, table, shape):
     # are at hand; the backward pass only scales them.
     lse, dh, d_rows = _dense_blocks(h, targets, table, num_items, grads=True)
     dh, dtable = _with_targets(
-        dh, jnp.pad(d_rows, ((1, table.shape[0] - 1 - num_items), (0, 0))),
-        h, targets, table, (targets > 0).astype(jnp.float32))
+        dh, _to_table(d_rows, table, num_items), h, targets, table,
+        (targets > 0).astype(jnp.float32))
     return _target_sum(lse, h, targets, table), (None, dh, dtable)
   lse = _lse(h, table, shape)
   return _target_sum(lse, h, targets, table), ((h, targets, table, lse),
@@ -163,6 +164,19 @@ _ce_sum.defvjp(_ce_fwd, _ce_bwd)
 _BLOCK_BYTES = 16 << 20
 
 
+@contextlib.contextmanager
+def block_budget(nbytes: int):
+  """Traces the dense CE with blocks of at most `nbytes` of logits inside
+  the block (benchmarks: 1 << 62 gives the single block, whose FLOPs XLA
+  counts whole; it counts a while loop's body once)."""
+  global _BLOCK_BYTES
+  real, _BLOCK_BYTES = _BLOCK_BYTES, int(nbytes)
+  try:
+    yield
+  finally:
+    _BLOCK_BYTES = real
+
+
 def _token_blocks(n: int, rows: int) -> int:
   """How many blocks the dense path splits n tokens into: the fewest that
   keep a block's [tokens, rows] float32 logits within _BLOCK_BYTES, raised
@@ -175,8 +189,9 @@ def _token_blocks(n: int, rows: int) -> int:
 
 
 def _dense_blocks(h, targets, table, num_items: int, grads: bool):
-  """(lse [N], and with `grads` the softmax part's dh [N, D] and d item
-  rows [num_items, D] for unit target weights) over the item rows, tokens
+  """(lse [N], the softmax part's dh [N, D] and d item rows
+  [num_items, D] for unit target weights, both None without `grads`) over
+  the item rows, tokens
   a block at a time (_BLOCK_BYTES). Block i holds tokens i, i + k, ...:
   strided, so that tokens split over the data axes stay on their device.
   """
@@ -210,8 +225,14 @@ def _dense_blocks(h, targets, table, num_items: int, grads: bool):
   # [k, N / k, ...] back to token order, padding dropped.
   out = [o.swapaxes(0, 1).reshape(-1, *o.shape[2:])[:n] for o in out]
   if not grads:
-    return (out[0],)
+    return out[0], None, None
   return out[0], out[1], d_rows
+
+
+def _to_table(d_rows, table, num_items: int):
+  """Gradients of the item rows (ids 1..num_items) laid out as the whole
+  table's, zero on the rows that are no item."""
+  return jnp.pad(d_rows, ((1, table.shape[0] - 1 - num_items), (0, 0)))
 
 
 def _mm(a, b):
@@ -330,7 +351,7 @@ def _softmax_grads(h, table, lse, w, shape):
   if mesh is None:
     dh, d_rows = _block_grads(h, _item_rows(table, num_items), 1, lse, w,
                               num_items, chunk, masked=False)
-    return dh, jnp.pad(d_rows, ((1, table.shape[0] - 1 - num_items), (0, 0)))
+    return dh, _to_table(d_rows, table, num_items)
   local = table.shape[0] // mesh.shape['model']
 
   @functools.partial(jax.shard_map, mesh=mesh,
