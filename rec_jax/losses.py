@@ -170,7 +170,10 @@ def block_budget(nbytes: int):
   the block (benchmarks: 1 << 62 gives the single block, whose FLOPs XLA
   counts whole; it counts a while loop's body once)."""
   global _BLOCK_BYTES
-  real, _BLOCK_BYTES = _BLOCK_BYTES, int(nbytes)
+  if type(nbytes) is not int or nbytes < 1:  # pylint: disable=unidiomatic-typecheck
+    raise ValueError(f'block_budget(nbytes={nbytes!r}): a positive number '
+                     'of bytes')
+  real, _BLOCK_BYTES = _BLOCK_BYTES, nbytes
   try:
     yield
   finally:

@@ -184,3 +184,14 @@ def test_dense_ce_in_token_blocks_equals_the_reference(monkeypatch, budget,
   assert float(value(hidden, table)) == pytest.approx(float(ref), rel=1e-6)
   for got, want in zip(grads, ref_g):
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=2e-6)
+
+
+def test_block_budget_sets_the_blocks_and_refuses_a_bad_size():
+  before = losses._token_blocks(800, 12101)
+  with losses.block_budget(1 << 62):
+    assert losses._token_blocks(800, 12101) == 1
+  assert losses._token_blocks(800, 12101) == before == 4
+  for bad in (0, -5, 2.5, '16'):
+    with pytest.raises(ValueError, match='nbytes'):
+      with losses.block_budget(bad):
+        pass
