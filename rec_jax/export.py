@@ -7,7 +7,10 @@ The artifact (default `<workdir>/export`) is a directory:
   recommend.jax   the recommend function serialized with `jax.export`
                   (batch dimension symbolic: one artifact serves any batch)
   params.npz      its weights, `p0..pN` in the function's argument order
-  manifest.json   shapes, limits, provenance (workdir, step, dataset, date)
+  manifest.json   shapes, limits, provenance (workdir, step, dataset, date),
+                  the content `id` (sha256 of recommend.jax + params.npz,
+                  12 hex digits) and every other file's sha256
+                  (`files_sha256`), which the reader verifies on load
   items.json      the item-id mapping: internal id i (1..num_items) is
                   row i of `text` (titles / descriptions where the dataset
                   has them)
@@ -25,7 +28,8 @@ full-width row, so short histories cost less), with the `exclude` ids
 """
 
 import datetime
-import hashlib
+import io
+import json
 import os
 import shutil
 
@@ -39,6 +43,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from rec_jax import artifact as artifact_lib
 from rec_jax import saved_config
 from rec_jax import finetune
 from rec_jax import metrics
@@ -46,7 +51,7 @@ from rec_jax import sharding
 from rec_jax import tasks
 from rec_jax import trainer
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = artifact_lib.FORMAT_VERSION
 
 
 def stage_dir(workdir: str) -> str:
@@ -171,25 +176,26 @@ def export(workdir: str, out: str | None = None, *, k_max: int = 0,
 def write_artifact(out: str, exported, leaves, manifest: dict, ds, config):
   """Writes the artifact directory (module docstring) at once: readers
   never see a half-written one. The manifest's `id` is the sha256 of the
-  function and its weights."""
+  function and its weights; `files_sha256` holds every other file's."""
   tmp = out + '.tmp'
   shutil.rmtree(tmp, ignore_errors=True)
   os.makedirs(tmp)
-  with open(os.path.join(tmp, 'recommend.jax'), 'wb') as f:
-    f.write(exported.serialize())
-  np.savez(os.path.join(tmp, 'params.npz'),
-           **{f'p{i}': np.asarray(x) for i, x in enumerate(leaves)})
-  digest = hashlib.sha256()
-  for name in ('recommend.jax', 'params.npz'):
-    with open(os.path.join(tmp, name), 'rb') as f:
-      digest.update(f.read())
-  manifest = dict(manifest, id=digest.hexdigest()[:12])
-  trainer.save_json(os.path.join(tmp, 'manifest.json'), manifest)
-  trainer.save_json(os.path.join(tmp, 'items.json'), dict(
+  blobs = {'recommend.jax': exported.serialize()}
+  buf = io.BytesIO()
+  np.savez(buf, **{f'p{i}': np.asarray(x) for i, x in enumerate(leaves)})
+  blobs['params.npz'] = buf.getvalue()
+  blobs['items.json'] = json.dumps(dict(
       num_items=ds.num_items,
-      text=list(ds.item_text) if ds.item_text is not None else None))
-  with open(os.path.join(tmp, 'config.json'), 'w', encoding='utf-8') as f:
-    f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+      text=list(ds.item_text) if ds.item_text is not None else None),
+      indent=2, sort_keys=True).encode()
+  blobs['config.json'] = config.to_json_best_effort(
+      indent=2, sort_keys=True).encode()
+  content_id, files = artifact_lib.content_digests(blobs)
+  for name, data in blobs.items():
+    with open(os.path.join(tmp, name), 'wb') as f:
+      f.write(data)
+  trainer.save_json(os.path.join(tmp, 'manifest.json'), dict(
+      manifest, id=content_id, files_sha256=files))
   if os.path.exists(out):
     old = out + '.old'
     shutil.rmtree(old, ignore_errors=True)

@@ -1,10 +1,13 @@
 """Export, the HTTP service, batch scoring and the retrain-and-swap loop."""
 
+import asyncio
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -93,6 +96,87 @@ def test_artifact_errors(tmp_path, trained):
     export.export(str(tmp_path))
 
 
+def _edit_artifact(src, dest, name, edit, refresh_digests=False):
+  """A copy of the artifact `src` at `dest` with file `name` replaced by
+  `edit(bytes)`; with refresh_digests, its manifest is rewritten to match
+  (a forgery that passes the sha256 checks)."""
+  shutil.copytree(src, dest)
+  with open(os.path.join(dest, name), 'rb') as f:
+    data = f.read()
+  with open(os.path.join(dest, name), 'wb') as f:
+    f.write(edit(data))
+  if refresh_digests:
+    manifest = json.loads((dest / 'manifest.json').read_text())
+    blobs = {n: (dest / n).read_bytes() for n in manifest['files_sha256']}
+    manifest['id'], manifest['files_sha256'] = (
+        artifact_lib.content_digests(blobs))
+    (dest / 'manifest.json').write_text(json.dumps(manifest))
+  return str(dest)
+
+
+def _flip_last_byte(data):
+  return data[:-1] + bytes([data[-1] ^ 1])
+
+
+def _edit_manifest(**changes):
+  def edit(data):
+    manifest = json.loads(data)
+    for k, v in changes.items():
+      if v is None:
+        del manifest[k]
+      else:
+        manifest[k] = v
+    return json.dumps(manifest).encode()
+  return edit
+
+
+def _pickled_params(data):
+  del data
+  import io  # pylint: disable=g-import-not-at-top
+  buf = io.BytesIO()
+  np.savez(buf, p0=np.array([{'payload': 1}], dtype=object))
+  return buf.getvalue()
+
+
+def test_artifact_is_verified_before_use(trained, tmp_path):
+  good = export.export(trained, str(tmp_path / 'good'))
+  model = artifact_lib.Artifact(good)
+  assert sorted(model.manifest['files_sha256']) == [
+      'config.json', 'items.json', 'params.npz', 'recommend.jax']
+  cases = [
+      ('params.npz', _flip_last_byte, False, r'params.npz: sha256'),
+      ('recommend.jax', _flip_last_byte, False, r'recommend.jax: sha256'),
+      ('items.json', lambda d: d.replace(b'num_items', b'num_itemz'), False,
+       r'items.json: sha256'),
+      ('config.json', lambda d: d + b' ', False, r'config.json: sha256'),
+      ('manifest.json', _edit_manifest(id='0' * 12), False,
+       r"content id [0-9a-f]{12} .* is not the id '000000000000'"),
+      ('manifest.json', lambda d: d[:-3], False, 'manifest.json: not JSON'),
+      ('manifest.json', _edit_manifest(k_max=None), False,
+       r"manifest.json: missing keys \['k_max'\]"),
+      ('manifest.json', _edit_manifest(format_version=2), False,
+       'format_version 2, this reader knows 1'),
+      ('manifest.json', _edit_manifest(files_sha256={'../x': 'ab'}), False,
+       'files_sha256 must map'),
+      # Digests that match do not let a pickle through.
+      ('params.npz', _pickled_params, True, 'params.npz: .*allow_pickle'),
+      # An artifact from before files_sha256 is still checked by its id.
+      ('manifest.json', _edit_manifest(files_sha256=None), False, None),
+  ]
+  for i, (name, edit, refresh, message) in enumerate(cases):
+    path = _edit_artifact(good, tmp_path / f'case{i}', name, edit, refresh)
+    if message is None:
+      assert artifact_lib.Artifact(path).version == model.version
+      with open(os.path.join(path, 'params.npz'), 'r+b') as f:
+        f.seek(-1, os.SEEK_END)
+        last = f.read(1)
+        f.seek(-1, os.SEEK_END)
+        f.write(bytes([last[0] ^ 1]))
+      message = 'content id'
+    with pytest.raises(artifact_lib.ArtifactInvalid, match=message):
+      artifact_lib.Artifact(path)
+
+
 def test_batch_scoring_parquet_and_jsonl(trained, tmp_path):
   import pyarrow.parquet as pq  # pylint: disable=g-import-not-at-top
   model = artifact_lib.Artifact(export.export(trained))
@@ -122,14 +206,16 @@ def _free_port():
     return s.getsockname()[1]
 
 
-def _post(url, body, timeout=30):
+def _post(url, body, timeout=30, token=None, with_headers=False):
   data = body if isinstance(body, bytes) else json.dumps(body).encode()
-  req = urllib.request.Request(url, data=data, method='POST')
+  headers = {'Authorization': f'Bearer {token}'} if token else {}
+  req = urllib.request.Request(url, data=data, method='POST', headers=headers)
   try:
     with urllib.request.urlopen(req, timeout=timeout) as r:
-      return r.status, json.load(r)
+      out = r.status, json.load(r), r.headers
   except urllib.error.HTTPError as e:
-    return e.code, json.loads(e.read())
+    out = e.code, json.loads(e.read()), e.headers
+  return out if with_headers else out[:2]
 
 
 def _get(url):
@@ -140,14 +226,27 @@ def _get(url):
     return e.code, e.read().decode()
 
 
+TOKEN = 'test-admin-token-0123456789abcdef'
+TIMEOUT_S = 2.0  # the service's --request_timeout_s
+
+
 @pytest.fixture(scope='module')
-def service(trained):
+def service(trained, tmp_path_factory):
+  """The service on the trained model, with an admin token and, as its
+  artifact root, pytest's temporary directory (the retrain test writes
+  there)."""
   path = export.export(trained)
+  token_file = tmp_path_factory.mktemp('secret') / 'token'
+  token_file.write_text(TOKEN + '\n')
+  token_file.chmod(0o600)
   port = _free_port()
+  env = {k: v for k, v in os.environ.items() if k != serve.ADMIN_TOKEN_ENV}
   proc = subprocess.Popen(
       [sys.executable, '-m', 'rec_jax.serve', f'--artifact={path}',
-       f'--port={port}'], cwd=REPO, stdout=subprocess.PIPE,
-      stderr=subprocess.STDOUT, text=True)
+       f'--port={port}', f'--admin_token_file={token_file}',
+       f'--artifact_root={tmp_path_factory.getbasetemp()}',
+       f'--request_timeout_s={TIMEOUT_S}'], cwd=REPO, env=env,
+      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
   url = f'http://127.0.0.1:{port}'
   end = time.time() + 300
   while True:
@@ -213,14 +312,17 @@ def test_bad_input_gets_4xx_never_5xx(service):
   assert status == 405 and 'error' in json.loads(body)
   status, body = _get(url + '/nowhere')
   assert status == 404 and 'error' in json.loads(body)
-  status, out = _post(url + '/admin/reload', {'artifact': '/nonexistent'})
-  assert status == 404 and 'not a rec_jax artifact' in out['error']
   status, metrics = _get(url + '/metrics')
   assert status == 200
   assert 'status="5' not in metrics
   assert 'rec_jax_requests_total{path="/recommend",status="400"}' in metrics
   assert 'rec_jax_request_seconds_bucket{path="/recommend",le="+Inf"}' in (
       metrics)
+  for reason in ('not_json', 'bad_item', 'bad_k', 'history_too_long',
+                 'unknown_key', 'body_too_large', 'no_route',
+                 'method_not_allowed'):
+    assert f'rec_jax_rejected_requests_total{{reason="{reason}"}}' in (
+        metrics), reason
 
 
 def test_concurrent_requests_share_model_calls(service):
@@ -248,6 +350,181 @@ def test_concurrent_requests_share_model_calls(service):
   assert count < total  # some model calls answered several requests.
 
 
+def _swaps(url):
+  _, metrics = _get(url + '/metrics')
+  line, = [l for l in metrics.splitlines()
+           if l.startswith('rec_jax_model_swaps_total')]
+  return int(line.split()[-1])
+
+
+def _rejected(url):
+  _, metrics = _get(url + '/metrics')
+  prefix = 'rec_jax_rejected_requests_total{reason="'
+  return {l[len(prefix):].split('"')[0]: int(l.split()[-1])
+          for l in metrics.splitlines() if l.startswith(prefix)}
+
+
+def test_admin_refusals_leave_the_served_model_alone(service, tmp_path):
+  url, model = service
+  outside = tempfile.mkdtemp(prefix='rec_jax_outside_')
+  root = os.path.realpath(tmp_path.parent)  # the service's artifact root.
+  assert not os.path.realpath(outside).startswith(root)
+  try:
+    shutil.copytree(model.path, os.path.join(outside, 'export'))
+    escape = tmp_path / 'escape'  # a symlink out of the root.
+    os.symlink(os.path.join(outside, 'export'), escape)
+    half = tmp_path / 'half'  # inside, but its weights link outside.
+    shutil.copytree(model.path, half)
+    os.remove(half / 'params.npz')
+    os.symlink(os.path.join(outside, 'export', 'params.npz'),
+               half / 'params.npz')
+    empty = tmp_path / 'empty'
+    empty.mkdir()
+    tampered = _edit_artifact(model.path, tmp_path / 'tampered',
+                              'params.npz', _flip_last_byte)
+    cases = [
+        (None, tampered, 401, 'Authorization: Bearer'),
+        ('wrong-token-of-good-length', tampered, 401, 'wrong admin token'),
+        (TOKEN[:-1], tampered, 401, 'wrong admin token'),
+        (TOKEN, str(tmp_path / '..' / 'x'), 403, '".." is not allowed'),
+        (TOKEN, str(escape), 403, 'outside the artifact root'),
+        (TOKEN, str(half), 403, 'outside the artifact root'),
+        (TOKEN, os.path.join(outside, 'export'), 403, 'outside the artifact'),
+        (TOKEN, '/etc', 403, 'outside the artifact root'),
+        (TOKEN, str(tmp_path / 'none'), 404, 'no such artifact directory'),
+        (TOKEN, str(empty), 404, 'missing manifest.json'),
+        (TOKEN, tampered, 422, 'params.npz: sha256'),
+        (TOKEN, 5, 400, 'must be a path'),
+        (TOKEN, 'x' * (serve.MAX_BODY_BYTES + 1), 413, 'at most'),
+    ]
+    before = _swaps(url)
+    for token, artifact, status, message in cases:
+      got, out, headers = _post(url + '/admin/reload', {'artifact': artifact},
+                                token=token, with_headers=True)
+      assert got == status and message in out['error'], (artifact, out)
+      if status == 401:
+        assert headers['WWW-Authenticate'].startswith('Bearer realm=')
+      _, health = _get(url + '/healthz')
+      assert json.loads(health)['model'] == model.version
+    assert _swaps(url) == before
+    rejected = _rejected(url)
+    for reason in ('no_token', 'wrong_token', 'outside_root', 'no_artifact',
+                   'invalid_artifact', 'bad_path', 'body_too_large'):
+      assert rejected.get(reason, 0) >= 1, (reason, rejected)
+    # With the token, the served artifact itself reloads (nothing to
+    # compile): the endpoint refused, it was not broken.
+    got, out = _post(url + '/admin/reload', b'', token=TOKEN)
+    assert got == 200 and out['model'] == model.version, out
+    assert _swaps(url) == before + 1
+  finally:
+    shutil.rmtree(outside)
+
+
+def _asgi(app, method, path, body=b'', headers=()):
+  """One request through the ASGI app in this process (no server and no
+  lifespan: nothing is compiled)."""
+  async def run():
+    sent, messages = [], [{'type': 'http.request', 'body': body}]
+
+    async def receive():
+      return messages.pop(0) if messages else {'type': 'http.disconnect'}
+
+    async def send(message):
+      sent.append(message)
+
+    scope = dict(type='http', asgi={'version': '3.0'}, http_version='1.1',
+                 method=method, scheme='http', path=path,
+                 raw_path=path.encode(), query_string=b'', root_path='',
+                 headers=[(k.lower().encode(), v.encode())
+                          for k, v in headers],
+                 client=('127.0.0.1', 1), server=('127.0.0.1', 80))
+    await app(scope, receive, send)
+    status = [m for m in sent if m['type'] == 'http.response.start'][0]
+    return status['status'], json.loads(b''.join(
+        m.get('body', b'') for m in sent if m['type'] == 'http.response.body'))
+  return asyncio.run(run())
+
+
+def test_admin_is_disabled_without_a_token_and_confined_to_the_root(
+    service, trained):
+  _, model = service
+  svc = serve.Service(model.path)
+  status, out = _asgi(serve.make_app(svc), 'POST', '/admin/reload', b'',
+                      [('Authorization', f'Bearer {TOKEN}')])
+  assert status == 403 and 'admin endpoints are disabled' in out['error']
+  assert svc.metrics.rejected == {'admin_disabled': 1}
+  # The default root is the directory holding the served artifact; a path
+  # relative to the root is allowed.
+  svc = serve.Service(model.path, admin_token=TOKEN)
+  assert svc.root == os.path.realpath(trained)
+  assert svc.artifact_path('export') == os.path.realpath(model.path)
+  with pytest.raises(serve.BadRequest, match='outside the artifact root'):
+    svc.artifact_path(os.path.dirname(trained))
+  with pytest.raises(ValueError, match='is not under --artifact_root'):
+    serve.Service(model.path, artifact_root=os.path.join(trained, 'x'))
+
+
+def test_slow_clients_get_408_and_the_connection_closed(service):
+  url, _ = service
+  port = int(url.rsplit(':', 1)[1])
+  before = _rejected(url)
+
+  def exchange(data):
+    with socket.create_connection(('127.0.0.1', port),
+                                  timeout=TIMEOUT_S * 5) as s:
+      t = time.perf_counter()
+      s.sendall(data)
+      reply = b''
+      while chunk := s.recv(4096):  # until the service closes.
+        reply += chunk
+      return reply, time.perf_counter() - t
+
+  for data, message in (
+      (b'', b'headers not received'),  # opens, says nothing.
+      (b'POST /recommend HTTP/1.1\r\nHost: x\r\n', b'headers not received'),
+      (b'POST /recommend HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n'
+       b'\r\n{"history"', b'body not received')):
+    reply, waited = exchange(data)
+    assert reply.startswith(b'HTTP/1.1 408') and message in reply, reply
+    assert 0.8 * TIMEOUT_S <= waited < 4 * TIMEOUT_S, waited
+  after = _rejected(url)
+  assert after.get('header_timeout', 0) - before.get('header_timeout', 0) == 2
+  assert after.get('body_timeout', 0) - before.get('body_timeout', 0) == 1
+  status, _ = _post(url + '/recommend', dict(history=[1, 2]))
+  assert status == 200
+
+
+def test_admin_token_sources(tmp_path, monkeypatch):
+  monkeypatch.delenv(serve.ADMIN_TOKEN_ENV, raising=False)
+  assert serve.load_admin_token(None) is None
+  monkeypatch.setenv(serve.ADMIN_TOKEN_ENV, f'  {TOKEN}\n')
+  assert serve.load_admin_token(None) == TOKEN
+  path = tmp_path / 'token'
+  path.write_text('from-the-file-0123456789\n')
+  assert serve.load_admin_token(str(path)) == 'from-the-file-0123456789'
+  for bad in ('short', 'a token with spaces in it', 'non-ascii-\u00e9-0123456'):
+    path.write_text(bad)
+    with pytest.raises(ValueError, match=f'{path}: the admin token must'):
+      serve.load_admin_token(str(path))
+  with pytest.raises(ValueError, match='admin token file .*missing'):
+    serve.load_admin_token(str(tmp_path / 'missing'))
+  monkeypatch.setenv(serve.ADMIN_TOKEN_ENV, 'short')
+  with pytest.raises(ValueError, match=r'\$REC_JAX_ADMIN_TOKEN: the admin'):
+    serve.load_admin_token(None)
+
+
+def test_retrain_with_a_service_needs_the_token(trained, tmp_path):
+  env = {k: v for k, v in os.environ.items() if k != serve.ADMIN_TOKEN_ENV}
+  proc = subprocess.run(
+      [sys.executable, '-m', 'rec_jax.retrain', f'--served={trained}',
+       f'--interactions={tmp_path / "new.txt"}', f'--workdir={tmp_path}',
+       '--serve_url=http://127.0.0.1:9'], cwd=REPO, env=env,
+      capture_output=True, text=True, timeout=300)
+  assert proc.returncode != 0
+  assert "--serve_url needs the service's admin token" in proc.stderr
+  assert not os.path.exists(tmp_path / 'finetune')  # refused before work.
+
+
 def test_retrain_on_new_interactions_and_hot_swap(service, trained,
                                                   tmp_path):
   url, model = service
@@ -264,6 +541,7 @@ def test_retrain_on_new_interactions_and_hot_swap(service, trained,
       else:
         errors.append(out)
 
+  swaps = _swaps(url)
   threads = [threading.Thread(target=hammer) for _ in range(4)]
   for t in threads:
     t.start()
@@ -272,7 +550,8 @@ def test_retrain_on_new_interactions_and_hot_swap(service, trained,
         [sys.executable, '-m', 'rec_jax.retrain', f'--served={trained}',
          f'--interactions={new}', f'--workdir={tmp_path / "v2"}',
          f'--serve_url={url}', '--set=checkpoint.async_save=false'],
-        cwd=REPO, capture_output=True, text=True, timeout=600)
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+        env=dict(os.environ, **{serve.ADMIN_TOKEN_ENV: TOKEN}))
     time.sleep(0.5)
   finally:
     stop.set()
@@ -285,8 +564,7 @@ def test_retrain_on_new_interactions_and_hot_swap(service, trained,
   assert seen == {model.version, swap['model']}
   status, health = _get(url + '/healthz')
   assert json.loads(health)['model'] == swap['model']
-  _, metrics = _get(url + '/metrics')
-  assert 'rec_jax_model_swaps_total 1' in metrics
+  assert _swaps(url) == swaps + 1
   # The retrained run saw the new interactions: user 1's history grew and
   # a new user exists.
   config = export.load_config(export.stage_dir(str(tmp_path / 'v2')))
