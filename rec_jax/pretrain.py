@@ -105,6 +105,7 @@ def pretrain_step(state, batch, key, *, graphdef, tx, ctx, weights):
   params = optax.apply_updates(state['params'], updates)
   metrics.update({'train/loss': loss,
                   'train/grad_norm': optax.tree.norm(grads),
+                  'train/param_norm': optax.tree.norm(params),
                   'train/rows': jnp.sum(batch['lengths'] > 0)})
   return dict(step=state['step'] + 1, params=params,
               opt_state=opt_state), metrics

@@ -318,13 +318,25 @@ def fit(spec: LoopSpec, *, state, meta: dict, ckpt, writer, mesh, key,
       return
     fetched = jax.device_get(pending)
     pending.clear()
-    loss = np.array([m['train/loss'] for m in fetched])
-    if not np.all(np.isfinite(loss)):
-      bad = step - len(fetched) + int(np.argmin(np.isfinite(loss))) + 1
+    # The loss of step s is computed from the params before it; the norm
+    # of the params after it. Both are checked before any save, so no
+    # checkpoint ever holds non-finite params.
+    bad = []  # (step, what, values) of each check that fails.
+    for name, what in (('train/loss', 'training loss'),
+                       ('train/param_norm', 'parameter norm after the step')):
+      if name in fetched[0]:
+        values = np.array([m[name] for m in fetched])
+        if not np.all(np.isfinite(values)):
+          first = step - len(fetched) + int(np.argmin(np.isfinite(values)))
+          bad.append((first + 1, what, values.tolist()[-5:]))
+    if bad:
+      at, what, values = min(bad, key=lambda b: b[0])
+      last = ckpt.latest_step()
+      kept = (f'Kept the last good checkpoint, {workdir}/checkpoints/{last}'
+              if last is not None else 'No checkpoint was saved')
       raise FloatingPointError(
-          f'Non-finite training loss at step {bad} ({loss.tolist()[-5:]}). '
-          f'Kept the last good checkpoint in {workdir}/checkpoints; lower '
-          'the learning rate or check the data.')
+          f'Non-finite {what} at step {at} ({values}). {kept}; lower the '
+          'learning rate or check the data.')
     now = time.perf_counter()
     mean = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
     mean['train/steps_per_s'] = (step - marks['step']) / max(
@@ -355,6 +367,7 @@ def fit(spec: LoopSpec, *, state, meta: dict, ckpt, writer, mesh, key,
       t_epoch = time.perf_counter()
       if meta['index'] == 0:
         meta['epoch_start_seconds'] = meta['train_seconds']
+      save_at_end = False  # a save due at the epoch's last step.
       for index in range(meta['index'], stream.steps_in_epoch(epoch)):
         batch = sharding.host_to_global(mesh, stream.batch(epoch, index))
         state, m = spec.step_fn(state, batch, key)
@@ -372,8 +385,11 @@ def fit(spec: LoopSpec, *, state, meta: dict, ckpt, writer, mesh, key,
               'train_seconds'] + time.perf_counter() - t_epoch)
           if mid_eval:
             validate(epoch)
-          ckpt.save(step, state, meta)
-          marks['saved'] = step
+          if index + 1 < stream.steps_in_epoch(epoch):
+            ckpt.save(step, state, meta)
+            marks['saved'] = step
+          else:  # the epoch-end save below writes this step (once).
+            save_at_end = True
           t_epoch = time.perf_counter()
           if meta['stopped_early']:
             break
@@ -394,7 +410,7 @@ def fit(spec: LoopSpec, *, state, meta: dict, ckpt, writer, mesh, key,
             (epoch + 1) % spec.eval_every == 0 or last)
       if evaluated:
         validate(epoch)
-      if (evaluated or last or
+      if (save_at_end or evaluated or last or
           step - marks['saved'] >= spec.checkpoint_min_steps):
         ckpt.save(step, state, meta)
         marks['saved'] = step

@@ -1,11 +1,10 @@
 """The training stage: loss falls, 4x2 mesh == 1 device, exact resume,
-non-finite loss stops the run, early stopping."""
+a diverging run stops, early stopping."""
 
 import json
 import os
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
@@ -258,36 +257,21 @@ def test_bad_validation_cadence_is_refused(tmp_path):
     finetune.run(config, str(tmp_path))
 
 
-def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+def test_diverging_run_stops_at_its_first_step_and_saves_nothing(tmp_path):
+  """lr=1e30 overflows the params in the first update: the run stops there,
+  before any checkpoint could hold them (tests/faults_test.py injects NaN
+  at a later step, after good checkpoints)."""
   config = smoke_config()
   config.finetune.optimizer.lr = 1e30
   config.checkpoint.every_steps = 1
-  with pytest.raises(FloatingPointError, match='Non-finite'):
+  with pytest.raises(FloatingPointError,
+                     match='Non-finite parameter norm after the step at step '
+                     '1 .*No checkpoint was saved'):
     _run(tmp_path, 'nan', config)
   from rec_jax import checkpoints  # pylint: disable=g-import-not-at-top
   mgr = checkpoints.Manager(os.path.join(tmp_path, 'nan'), async_save=False)
-  step = mgr.latest_step()
-  if step is not None:
-    config, (ds, _) = _data(config)
-    mesh = sharding.make_mesh(config.mesh)
-    # Restore onto the right structure via a fresh run's abstract state.
-    state, _ = mgr.restore(_abstract_state(config, ds.num_items, mesh))
-    for leaf in jax.tree.leaves(state['params']):
-      assert np.isfinite(np.asarray(leaf)).all()
-
-
-def _abstract_state(config, num_items, mesh):
-  from rec_jax import optimizers  # pylint: disable=g-import-not-at-top
-  _, abs_params, param_sh = finetune.abstract_model(config, num_items, mesh)
-  tx, _ = optimizers.make(config.finetune.optimizer, 1)
-  abs_opt = jax.eval_shape(tx.init, abs_params)
-  sh = dict(step=sharding.replicated(mesh), params=param_sh,
-            opt_state=sharding.opt_state_shardings(tx, abs_opt, param_sh,
-                                                   mesh))
-  return jax.tree.map(
-      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-      dict(step=jax.ShapeDtypeStruct((), jnp.int32), params=abs_params,
-           opt_state=abs_opt), sh)
+  assert mgr.latest_step() is None
+  mgr.close()
 
 
 def test_early_stopping_with_patience(tmp_path):
