@@ -180,8 +180,11 @@ class Evaluator:
   def candidate_scores(self, params, histories, candidates) -> np.ndarray:
     """float32 [N, C]: each user's scores of its candidate items."""
     cands = np.asarray(candidates, np.int32)
-    return self.map_users(candidate_scores_step, params, histories,
-                          cands[:, 0], fields=dict(candidates=cands))
+    scores = self.map_users(candidate_scores_step, params, histories,
+                            cands[:, 0], fields=dict(candidates=cands))
+    metrics.check_finite_rows(np.isfinite(scores).all(axis=1),
+                              'candidate scores')
+    return scores
 
   def sampled(self, params, histories, targets, negatives):
     """Metrics ranking each target against its own sampled negatives."""

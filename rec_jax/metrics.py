@@ -24,23 +24,47 @@ def target_rank(scores, targets):
     targets: int [B] index of the target column (its score must be finite).
 
   Returns:
-    int32 [B] number of other candidates scoring >= the target.
+    int32 [B] number of other candidates scoring >= the target, or -1 for a
+    row that cannot be ranked: a NaN or +inf score anywhere in it, or a
+    target whose score is not finite. `from_ranks` refuses such rows.
   """
   t = jnp.take_along_axis(scores, targets[:, None], axis=1)
-  return jnp.sum(scores >= t, axis=1, dtype=jnp.int32) - 1
+  rank = jnp.sum(scores >= t, axis=1, dtype=jnp.int32) - 1
+  # NaN and +inf are the scores that are not below +inf (-inf marks the
+  # excluded candidates); NaN would otherwise count below every target.
+  bad = ~jnp.all(scores < jnp.inf, axis=1) | ~jnp.isfinite(t[:, 0])
+  return jnp.where(bad, -1, rank)
+
+
+def check_finite_rows(finite, what: str = 'scores'):
+  """Raises FloatingPointError naming the rows where `finite` [N] is False.
+
+  Rows are positions in the evaluated list (row i is `Split.users[i]`).
+  """
+  bad = np.flatnonzero(~np.asarray(finite, bool))
+  if len(bad):
+    more = ' ...' if len(bad) > 10 else ''
+    raise FloatingPointError(
+        f'Non-finite {what} (NaN or inf) for {len(bad)} of {len(finite)} '
+        f'evaluated users, at rows {bad[:10].tolist()}{more}: no metric is '
+        'computed from them. The model (its parameters or inputs) produces '
+        'NaN / inf there.')
 
 
 def from_ranks(ranks, ks=KS, xp=jnp):
   """Per-example HR@k, NDCG@k and MRR from 0-based ranks.
 
   Args:
-    ranks: int [B] 0-based ranks.
+    ranks: int [B] 0-based ranks (-1: a row `target_rank` could not rank,
+      refused on the host with the rows named).
     ks: cut-offs.
     xp: array module: jnp inside jit, np on the host.
 
   Returns:
     dict name -> float32 [B].
   """
+  if xp is np:
+    check_finite_rows(np.asarray(ranks) >= 0)
   ranks = xp.asarray(ranks).astype(xp.float32)
   out = {}
   for k in ks:

@@ -7,7 +7,6 @@ never in a wrong number.
 """
 
 import dataclasses
-import os
 
 import jax
 import jax.numpy as jnp
@@ -15,7 +14,9 @@ import numpy as np
 import pytest
 
 from rec_jax import checkpoints
+from rec_jax import evaluate
 from rec_jax import finetune
+from rec_jax import metrics
 from rec_jax import optimizers
 from rec_jax import sharding
 from rec_jax import trainer
@@ -97,3 +98,55 @@ def test_nan_at_step_n_stops_naming_it_and_the_last_good_checkpoint_restores(
   resumed = finetune.run(config, workdir)
   assert resumed['steps'] == full['steps']
   assert resumed['best_valid'] == full['best_valid']
+
+
+# ------------------------------------------------- scores at evaluation ----
+
+
+def test_non_finite_scores_are_refused_naming_the_rows():
+  inf, nan = float('inf'), float('nan')
+  scores = jnp.array([[-inf, 1.0, 2.0, 3.0],    # fine: item 0 excluded.
+                      [-inf, nan, 2.0, 3.0],    # NaN beside the target.
+                      [-inf, 1.0, inf, 3.0],    # +inf beside it.
+                      [-inf, 1.0, 2.0, nan],    # the target's own NaN.
+                      [-inf, 1.0, 2.0, -inf],   # the target excluded.
+                      [-inf, 1.0, 5.0, 3.0]])
+  ranks = metrics.target_rank(scores, jnp.array([2, 2, 3, 3, 3, 3]))
+  np.testing.assert_array_equal(ranks, [1, -1, -1, -1, -1, 1])
+  with pytest.raises(FloatingPointError,
+                     match=r'scores .* for 4 of 6 evaluated users, at rows '
+                     r'\[1, 2, 3, 4\]: no metric'):
+    metrics.from_ranks(np.asarray(ranks), xp=np)
+  assert metrics.from_ranks(np.asarray(ranks)[[0, 5]], xp=np)['mrr'].tolist(
+  ) == [0.5, 0.5]
+
+
+@pytest.mark.parametrize('value', [float('nan'), float('inf')])
+def test_evaluation_of_a_model_with_non_finite_outputs_raises(monkeypatch,
+                                                              value):
+  """Full ranking and candidate scores of users whose encodings hold NaN
+  or inf raise naming exactly those rows."""
+  config = smoke_config()
+  data = trainer.load_data(config)
+  config, (ds, split) = trainer.resolved(config, data), data
+  mesh = sharding.make_mesh(config.mesh)
+  tx, _ = optimizers.make(config.finetune.optimizer, 1)
+  graphdef, _, state, _ = finetune.fresh_state(config, ds.num_items, mesh, tx)
+  evaluator = evaluate.make_evaluator(config, graphdef, mesh, ds.num_items)
+  hist, target = split.valid_history, split.valid_target
+  metrics_before, _ = evaluator.full_ranking(state['params'], hist, target)
+  assert all(np.isfinite(v) for v in metrics_before.values())
+  real = evaluate.Evaluator.user_vectors
+
+  def user_vectors(self, params, histories):
+    users = real(self, params, histories).copy()
+    users[[3, 17], 0] = value
+    return users
+
+  monkeypatch.setattr(evaluate.Evaluator, 'user_vectors', user_vectors)
+  with pytest.raises(FloatingPointError, match=r'at rows \[3, 17\]'):
+    evaluator.full_ranking(state['params'], hist, target)
+  cands = np.stack([target, np.ones_like(target)], axis=1)
+  with pytest.raises(FloatingPointError,
+                     match=r'candidate scores .* at rows \[3, 17\]'):
+    evaluator.candidate_scores(state['params'], hist, cands)
