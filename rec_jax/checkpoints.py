@@ -3,14 +3,57 @@
 Layout under a stage workdir:
   checkpoints/<step>/   periodic: {'state': train state, 'meta': loop JSON}
   best/<step>/          the best model by validation metric: {'params', 'meta'}
+  corrupt/<step>-<time>/  periodic checkpoints that did not read back
+
+A periodic checkpoint's meta holds a fingerprint of its state (a 32-bit
+hash per array, any flipped bit changes it). Resuming restores the newest
+checkpoint that reads back and matches its fingerprint: a newer one that is
+truncated, damaged or half-written is moved to corrupt/ with a warning that
+names it, and the run goes on from the one before. Orbax writes each step
+into a temporary directory and renames it when complete, so a save that
+dies (a full disk, a kill) leaves no step that looks finished.
 """
 
+import datetime
 import os
 
+from absl import logging
 import jax
+import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
 
 from rec_jax import trees
+
+_FINGERPRINT = '_state_fingerprint'
+
+
+class CheckpointError(RuntimeError):
+  """No periodic checkpoint of a stage reads back."""
+
+
+def _leaf_hash(x):
+  """uint32 hash of an array's bits: sum of (bits * odd weight) mod 2^32,
+  so a change of any one bit changes it."""
+  x = jnp.asarray(x)
+  if x.dtype == jnp.bool_:
+    bits = x.astype(jnp.uint32)
+  elif x.dtype.itemsize < 4:
+    width = {1: jnp.uint8, 2: jnp.uint16}[x.dtype.itemsize]
+    bits = jax.lax.bitcast_convert_type(x, width).astype(jnp.uint32)
+  else:  # 64-bit values become two uint32 words.
+    bits = jax.lax.bitcast_convert_type(x, jnp.uint32)
+  bits = bits.reshape(-1)
+  weight = 2 * jax.lax.iota(jnp.uint32, bits.size) + 1
+  return jnp.sum(bits * weight, dtype=jnp.uint32)
+
+
+_hashes = jax.jit(lambda tree: [_leaf_hash(x) for x in jax.tree.leaves(tree)])
+
+
+def fingerprint(tree) -> list[str]:
+  """Per-array hashes of a pytree of arrays (computed where they live)."""
+  return [f'{int(h):08x}' for h in np.asarray(jax.device_get(_hashes(tree)))]
 
 
 def _abstract(tree):
@@ -39,17 +82,73 @@ class Manager:
     return self._periodic.latest_step()
 
   def save(self, step: int, state, meta: dict):
+    """Saves the periodic checkpoint of `step` (replacing one of the same
+    step, e.g. after a resume from a pre-emption save)."""
+    meta = dict(meta, **{_FINGERPRINT: fingerprint(state)})
+    if step in self._periodic.all_steps():
+      self._periodic.wait_until_finished()
+      self._periodic.delete(step)
     self._periodic.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
                         force=True)
 
-  def restore(self, abstract_state, step: int | None = None):
-    """Restores (state, meta) with the shardings of `abstract_state`."""
-    step = self.latest_step() if step is None else step
+  def _restore_step(self, step: int, abstract_state):
     out = self._periodic.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(_abstract(abstract_state)),
         meta=ocp.args.JsonRestore()))
-    return out['state'], out['meta']
+    state, meta = out['state'], dict(out['meta'])
+    want = meta.pop(_FINGERPRINT, None)  # absent in older checkpoints.
+    if want is not None:
+      got = fingerprint(state)
+      bad = [i for i, (a, b) in enumerate(zip(got, want)) if a != b]
+      if bad or len(got) != len(want):
+        raise CheckpointError(
+            f'the restored state does not match its fingerprint (arrays '
+            f'{bad[:5]} of {len(got)} differ): the files were damaged '
+            'after they were written')
+    return state, meta
+
+  def restore(self, abstract_state, step: int | None = None):
+    """Restores (state, meta) with the shardings of `abstract_state`: of
+    `step`, or of the newest checkpoint that reads back (see the module
+    docstring); newer ones that do not are moved to corrupt/.
+
+    Raises:
+      CheckpointError: when none reads back (then nothing is moved).
+    """
+    if step is not None:
+      return self._restore_step(step, abstract_state)
+    failed = []
+    for s in sorted(self._periodic.all_steps(), reverse=True):
+      try:
+        out = self._restore_step(s, abstract_state)
+      except Exception as e:  # pylint: disable=broad-except
+        # Orbax and TensorStore raise many kinds for a damaged step.
+        failed.append((s, f'{type(e).__name__}: {str(e)[:300]}'))
+        continue
+      for bad, why in failed:
+        self._set_aside(bad, why, s)
+      if failed:
+        self._periodic.reload()
+      return out
+    raise CheckpointError(
+        f'No checkpoint under {self.workdir}/checkpoints reads back: ' +
+        '; '.join(f'step {s}: {why}' for s, why in failed) + '. Move them '
+        'away to start the stage afresh.')
+
+  def _set_aside(self, step: int, why: str, resumed: int):
+    src = os.path.join(self.workdir, 'checkpoints', str(step))
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime(
+        '%Y%m%dT%H%M%S')
+    dst = os.path.join(self.workdir, 'corrupt', f'{step}-{stamp}')
+    if jax.process_index() == 0:
+      os.makedirs(os.path.dirname(dst), exist_ok=True)
+      os.rename(src, dst)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      multihost_utils.sync_global_devices(f'set aside checkpoint {step}')
+    logging.warning('Checkpoint %s does not read back (%s); moved it to %s '
+                    'and resumed from step %d.', src, why, dst, resumed)
 
   def save_best(self, step: int, params, meta: dict):
     self._best.save(step, args=ocp.args.Composite(

@@ -10,9 +10,12 @@ with `sharding.host_to_global` (rows split over the mesh's data axes, every
 other axis whole) and the jitted steps take it as it arrives.
 """
 
+import contextlib
 import dataclasses
 import json
 import os
+import signal
+import threading
 import time
 from typing import Any, Callable
 
@@ -284,14 +287,51 @@ class LoopSpec:
   total_steps: int = 0
 
 
-def fit(spec: LoopSpec, *, state, meta: dict, ckpt, writer, mesh, key,
-        workdir: str):
+class Preempted(SystemExit):
+  """SIGTERM stopped the stage after saving its state (exit status 143)."""
+
+  def __init__(self, step: int):
+    super().__init__(128 + signal.SIGTERM)
+    self.step = step
+
+
+@contextlib.contextmanager
+def _sigterm_flag():
+  """Yields a list that SIGTERM appends to, the default action restored on
+  exit. Installed for one process on the main thread only: the processes
+  of a multi-host run could see the signal at different steps."""
+  got = []
+  if (jax.process_count() > 1 or
+      threading.current_thread() is not threading.main_thread()):
+    yield got
+    return
+  previous = signal.signal(signal.SIGTERM, lambda signum, _: got.append(
+      signum))
+  try:
+    yield got
+  finally:
+    signal.signal(signal.SIGTERM, previous)
+
+
+def fit(spec: LoopSpec, **kwargs):
   """Runs (or resumes) a stage's epochs. Returns (state, meta).
+
+  On SIGTERM (a pre-emption notice) the stage finishes its step, saves a
+  checkpoint there, waits for it to be written and raises Preempted: the
+  next start resumes from that step.
 
   Raises:
     FloatingPointError: when the loss turns non-finite (the last good
       checkpoint is kept).
+    Preempted: after SIGTERM, once its checkpoint is written.
   """
+  with _sigterm_flag() as sigterm:
+    return _fit(spec, sigterm=sigterm, **kwargs)
+
+
+def _fit(spec: LoopSpec, *, state, meta: dict, ckpt, writer, mesh, key,
+         workdir: str, sigterm: list):
+  """`fit`, with `sigterm` non-empty once the signal has arrived."""
   stream = spec.stream
   compiled_before = compile_clock()
   eval_compile = 0.0  # validation's compiles, outside train_seconds.
@@ -393,6 +433,18 @@ def fit(spec: LoopSpec, *, state, meta: dict, ckpt, writer, mesh, key,
           t_epoch = time.perf_counter()
           if meta['stopped_early']:
             break
+        if sigterm:
+          if marks['saved'] != step:
+            drain()
+            jax.block_until_ready(state)
+            meta.update(epoch=epoch, index=index + 1, train_seconds=meta[
+                'train_seconds'] + time.perf_counter() - t_epoch)
+            ckpt.save(step, state, meta)
+          ckpt.wait()
+          bar.close()
+          logging.warning('SIGTERM: saved %s/checkpoints/%d; stopping (the '
+                          'next start resumes there).', workdir, step)
+          raise Preempted(step)
       if meta['stopped_early'] and meta['index'] < stream.steps_in_epoch(
           epoch):
         break  # stopped by a validation within the epoch, saved there.

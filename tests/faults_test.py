@@ -7,10 +7,18 @@ never in a wrong number.
 """
 
 import dataclasses
+import errno
+import json
+import os
+import shutil
+import signal
+import time
+import traceback
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
 from rec_jax import checkpoints
@@ -20,6 +28,7 @@ from rec_jax import metrics
 from rec_jax import optimizers
 from rec_jax import sharding
 from rec_jax import trainer
+from rec_jax.data import pipeline
 import conftest
 
 
@@ -28,6 +37,26 @@ def smoke_config():
   config.checkpoint.async_save = False
   config.checkpoint.every_steps = 2
   return config
+
+
+@pytest.fixture(scope='module')
+def full(tmp_path_factory):
+  """The summary of the smoke fine-tune that meets no fault."""
+  return finetune.run(smoke_config(), str(tmp_path_factory.mktemp('full')))
+
+
+@pytest.fixture(scope='module')
+def crashed(tmp_path_factory):
+  """A smoke fine-tune that died at step 9, after checkpoints 6 and 8
+  (tests damage copies of it)."""
+  workdir = str(tmp_path_factory.mktemp('crashed') / 'run')
+  with pytest.MonkeyPatch.context() as monkeypatch:
+    _crash_at(monkeypatch, 0, 9)
+    with pytest.raises(KeyboardInterrupt):
+      finetune.run(smoke_config(), workdir)
+  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['6',
+                                                                      '8']
+  return workdir
 
 
 def _latest_state(config, workdir):
@@ -79,9 +108,8 @@ def _inject(monkeypatch, at_step, fault):
 
 @pytest.mark.parametrize('fault', ['params', 'loss'])
 def test_nan_at_step_n_stops_naming_it_and_the_last_good_checkpoint_restores(
-    tmp_path, monkeypatch, fault):
+    tmp_path, monkeypatch, fault, full):
   config = smoke_config()
-  full = finetune.run(config, str(tmp_path / 'full'))
   workdir = str(tmp_path / 'faulty')
   _inject(monkeypatch, 5, fault)
   # NaN params entering step 5 make its loss NaN too: both name step 5.
@@ -150,3 +178,159 @@ def test_evaluation_of_a_model_with_non_finite_outputs_raises(monkeypatch,
   with pytest.raises(FloatingPointError,
                      match=r'candidate scores .* at rows \[3, 17\]'):
     evaluator.candidate_scores(state['params'], hist, cands)
+
+
+# ---------------------------------------------------------- checkpoints ----
+
+
+def _crash_at(monkeypatch, epoch, index):
+  """The stage dies (as if pre-empted) when it asks for this batch."""
+  real = pipeline.TrainStream.batch
+
+  def batch(self, e, i):
+    if (e, i) == (epoch, index):
+      raise KeyboardInterrupt('simulated pre-emption')
+    return real(self, e, i)
+
+  monkeypatch.setattr(pipeline.TrainStream, 'batch', batch)
+
+
+def _damage(step_dir, how):
+  state = os.path.join(step_dir, 'state')
+  files = sorted((os.path.getsize(os.path.join(d, f)), os.path.join(d, f))
+                 for d, _, names in os.walk(state) for f in names
+                 if '/d/' in os.path.join(d, f))
+  if how == 'truncated':  # a write cut short: every data file halved.
+    for size, path in files:
+      with open(path, 'r+b') as f:
+        f.truncate(size // 2)
+  elif how == 'bit_flip':  # a flipped bit in the middle of each data file
+    for size, path in files:  # (OCDBT keeps copies; restores read one).
+      with open(path, 'r+b') as f:
+        f.seek(size // 2)
+        byte = f.read(1)
+        f.seek(size // 2)
+        f.write(bytes([byte[0] ^ 0x10]))
+  elif how == 'meta':  # the loop's JSON cut short.
+    path = os.path.join(step_dir, 'meta', 'metadata')
+    with open(path, 'r+b') as f:
+      f.truncate(os.path.getsize(path) // 2)
+  elif how == 'fingerprint':  # reads back, but not what was written.
+    path = os.path.join(step_dir, 'meta', 'metadata')
+    with open(path, encoding='utf-8') as f:
+      meta = json.load(f)
+    meta['_state_fingerprint'][0] = 'deadbeef'
+    with open(path, 'w', encoding='utf-8') as f:
+      json.dump(meta, f)
+  elif how == 'missing_state':
+    shutil.rmtree(state)
+
+
+# A failed TensorStore read leaves a callback for an event loop already
+# closed; Python reports it as unraisable. The read's error itself is
+# handled (the checkpoint is set aside).
+@pytest.mark.filterwarnings('ignore::pytest.PytestUnraisableExceptionWarning')
+@pytest.mark.parametrize('how', ['truncated', 'bit_flip', 'meta',
+                                 'fingerprint', 'missing_state'])
+def test_damaged_latest_checkpoint_resumes_from_the_one_before(
+    tmp_path, monkeypatch, how, full, crashed):
+  config = smoke_config()
+  workdir = str(shutil.copytree(crashed, tmp_path / 'run'))
+  _damage(os.path.join(workdir, 'checkpoints', '8'), how)
+  warnings = []
+  monkeypatch.setattr(checkpoints.logging, 'warning',
+                      lambda msg, *a: warnings.append(msg % a))
+  resumed = finetune.run(config, workdir)
+  assert resumed['steps'] == full['steps']
+  assert resumed['best_valid'] == full['best_valid']
+  set_aside, = os.listdir(os.path.join(workdir, 'corrupt'))
+  assert set_aside.startswith('8-')
+  assert any('checkpoints/8 does not read back' in w and
+             'resumed from step 6' in w for w in warnings), warnings
+
+
+def test_no_readable_checkpoint_is_an_error_and_moves_nothing(tmp_path,
+                                                              crashed):
+  config = smoke_config()
+  workdir = str(shutil.copytree(crashed, tmp_path / 'run'))
+  for step in ('6', '8'):
+    _damage(os.path.join(workdir, 'checkpoints', step), 'fingerprint')
+  with pytest.raises(checkpoints.CheckpointError,
+                     match=r'No checkpoint under .* reads back: step 8: .*'
+                     r'fingerprint.*; step 6: '):
+    finetune.run(config, workdir)
+  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['6',
+                                                                      '8']
+  assert not os.path.exists(os.path.join(workdir, 'corrupt'))
+
+
+def _on_meta_save(monkeypatch, step, action):
+  """Runs `action(write)` in place of writing the loop's JSON for `step`'s
+  checkpoint (`write()` writes it as Orbax would)."""
+  handler = ocp.handlers.JsonCheckpointHandler
+  real = handler._save_fn  # pylint: disable=protected-access
+
+  async def save_fn(self, x, directory):
+    # The item's directory sits in the step's: <step>[.orbax-...-tmp]/meta.
+    name = os.path.basename(os.path.dirname(str(directory)))
+    if name.split('.')[0] == str(step):
+      return await action(lambda: real(self, x, directory), directory)
+    return await real(self, x, directory)
+
+  monkeypatch.setattr(handler, '_save_fn', save_fn)
+
+
+@pytest.mark.parametrize('async_save', [False, True])
+def test_disk_full_while_saving_leaves_no_checkpoint_to_restore(
+    tmp_path, monkeypatch, full, async_save):
+  config = smoke_config()
+  config.checkpoint.async_save = async_save
+  workdir = str(tmp_path / 'run')
+
+  async def disk_full(write, directory):
+    del write
+    with open(os.path.join(str(directory), 'metadata'), 'w',
+              encoding='utf-8') as f:
+      f.write('{"epoch": 0, "ind')  # as far as the disk had room for.
+    raise OSError(errno.ENOSPC, 'No space left on device')
+
+  _on_meta_save(monkeypatch, 8, disk_full)
+  with pytest.raises(Exception) as failed:  # pylint: disable=broad-except
+    finetune.run(config, workdir)
+  assert 'No space left on device' in repr(failed.value) + ''.join(
+      traceback.format_exception(failed.value))
+  monkeypatch.undo()
+  mgr = checkpoints.Manager(workdir, async_save=False)
+  assert mgr.latest_step() == 6  # step 8 never looks finished.
+  mgr.close()
+  resumed = finetune.run(smoke_config(), workdir)
+  assert resumed['steps'] == full['steps']
+  assert resumed['best_valid'] == full['best_valid']
+  assert not os.path.exists(os.path.join(workdir, 'corrupt'))
+
+
+@pytest.mark.parametrize('async_save', [False, True])
+def test_sigterm_during_a_save_stops_after_it_and_resumes(
+    tmp_path, monkeypatch, full, async_save):
+  config = smoke_config()
+  config.checkpoint.async_save = async_save
+  workdir = str(tmp_path / 'run')
+
+  async def sigterm(write, directory):
+    del directory
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(0.2)  # the signal arrives while the save is under way.
+    return await write()
+
+  _on_meta_save(monkeypatch, 8, sigterm)
+  with pytest.raises(trainer.Preempted) as stopped:
+    finetune.run(config, workdir)
+  assert stopped.value.code == 143 and stopped.value.step >= 8
+  assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # restored.
+  monkeypatch.undo()
+  mgr = checkpoints.Manager(workdir, async_save=False)
+  assert mgr.latest_step() == stopped.value.step
+  mgr.close()
+  resumed = finetune.run(smoke_config(), workdir)
+  assert resumed['steps'] == full['steps']
+  assert resumed['best_valid'] == full['best_valid']
