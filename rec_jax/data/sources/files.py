@@ -25,6 +25,8 @@ INT32_MAX = 2**31 - 1
 # Whole-line fast path; lines that fail it are re-scanned to name the problem.
 _INT_LINE_RE = re.compile(r'[0-9]+(?: [0-9]+)+')
 _SIGNED_INT_RE = re.compile(r'[+-]?[0-9]+')
+# Eleven or more significant digits: past int32 (and past int64 soon).
+_HUGE_INT_RE = re.compile(r'[1-9][0-9]{10,}')
 
 
 class DataError(ValueError):
@@ -138,6 +140,12 @@ def read_id_lines(path, what='item') -> list[np.ndarray]:
       _diagnose_int_line(path, lineno, line.split(' '), what)
   # Validated line by line above; convert and check ranges in one go (a
   # per-line numpy call costs more than the parsing for 20k short lines).
+  # Ids too long for int64 are found in the text first.
+  text = '\n'.join(lines)
+  if (huge := _HUGE_INT_RE.search(text)) is not None:
+    lineno = text.count('\n', 0, huge.start()) + 1
+    raise error(path, f'id {huge.group()} does not fit in int32',
+                lineno=lineno)
   lengths = np.array([line.count(' ') + 1 for line in lines])
   starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
   flat = np.array(' '.join(lines).split(' '), dtype=np.int64)

@@ -47,19 +47,16 @@ def read_item2attributes(path, num_items: int) -> tuple[np.ndarray, int]:
       raise files.error(path, f'key is not an item id in 1..{num_items}',
                         key=key)
     if not isinstance(attrs, list) or not all(
-        files.is_json_int(a) and a >= 1 for a in attrs):
-      raise files.error(path, 'expected a list of attribute ids >= 1 (0 is '
-                        f'padding), got {attrs!r}', key=key)
+        files.is_json_int(a) and 1 <= a <= files.INT32_MAX for a in attrs):
+      raise files.error(path, 'expected a list of attribute ids in 1..'
+                        f'{files.INT32_MAX} (0 is padding), got '
+                        f'{str(attrs)[:200]}', key=key)
     rows[int(key)] = list(dict.fromkeys(attrs))
   width = max((len(a) for a in rows.values()), default=0)
   table = np.zeros((num_items + 1, width), np.int32)
   for item, attrs in rows.items():
     table[item, :len(attrs)] = attrs
-  num_attributes = int(table.max(initial=0))
-  if num_attributes > files.INT32_MAX:
-    raise files.error(path,
-                      f'attribute id {num_attributes} does not fit in int32')
-  return table, num_attributes
+  return table, int(table.max(initial=0))
 
 
 def read_sample_negatives(path, sequences: list[np.ndarray],
