@@ -22,6 +22,7 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
+from rec_jax import config_checks
 from rec_jax import saved_config
 from rec_jax import distributed
 from rec_jax import evaluate
@@ -74,6 +75,10 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   logging.get_absl_handler().addFilter(_QuietLibraries())
   config = _CONFIG.value
+  try:
+    config_checks.check_values(config)
+  except ValueError as e:
+    raise app.UsageError(str(e)) from None
   workdir = os.path.abspath(_WORKDIR.value)
   os.makedirs(workdir, exist_ok=True)
   if jax.process_index() == 0:

@@ -33,6 +33,7 @@ from absl import flags
 from absl import logging
 import jax
 
+from rec_jax import config_checks
 from rec_jax import evaluate
 from rec_jax import export
 from rec_jax import finetune
@@ -53,10 +54,19 @@ def override(config, assignment: str):
   if node not in target:
     raise app.UsageError(f'--set={assignment!r}: no key {key!r}')
   old = target[node]
+  words = {'1': True, 'true': True, 'yes': True,
+           '0': False, 'false': False, 'no': False}
   if isinstance(old, bool):
-    parsed = value.lower() in ('1', 'true', 'yes')
+    if value.lower() not in words:
+      raise app.UsageError(f'--set={assignment!r}: {key} is a boolean '
+                           '(true / false)')
+    parsed = words[value.lower()]
   else:
-    parsed = type(old)(value) if old is not None else value
+    try:
+      parsed = type(old)(value) if old is not None else value
+    except ValueError:
+      raise app.UsageError(f'--set={assignment!r}: {key} is a '
+                           f'{type(old).__name__}') from None
   with config.unlocked():
     target[node] = parsed
 
@@ -104,6 +114,10 @@ def retrain(served: str, interactions: str, workdir: str, *,
       config.pretrain.enabled = False
   for s in sets:
     override(config, s)
+  try:
+    config_checks.check_values(config)
+  except ValueError as e:
+    raise app.UsageError(str(e)) from None
   workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
   data = trainer.load_data(config)

@@ -28,6 +28,7 @@ import tqdm
 
 from rec_jax import bridge
 from rec_jax import checkpoints
+from rec_jax import config_checks
 from rec_jax import config_lib
 from rec_jax import models
 from rec_jax import sharding
@@ -65,6 +66,7 @@ def resolved(config, data):
 def setup(config, workdir: str, data=None):
   """(config resolved on its data, dataset, split) of a stage run in
   `workdir` (created), loading the data when `data` is None."""
+  config_checks.check_values(config)
   data = data or load_data(config)
   os.makedirs(workdir, exist_ok=True)
   return (resolved(config, data), *data)

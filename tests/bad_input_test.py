@@ -6,13 +6,16 @@ never another exception, never a silently different result.
 Deterministic (derandomize): CI runs the same cases every time.
 """
 
+import copy
 import json
 import os
+import re
 import tempfile
 
 import hypothesis
 from hypothesis import strategies as st
 import numpy as np
+import pytest
 
 from rec_jax import serve
 from rec_jax.data.sources import files
@@ -231,3 +234,101 @@ def test_the_suite_tries_every_mutation():
             database=None)))
     assert out is None or out[0] != lines, kind
 
+
+
+# -------------------------------------------------------------- configs ----
+
+
+def _recipe():
+  import conftest  # pylint: disable=g-import-not-at-top
+  return conftest.load_config('recommended')
+
+
+def _with(config, key, value):
+  config = copy.deepcopy(config)
+  *path, node = key.split('.')
+  target = config
+  for part in path:
+    target = target[part]
+  with config.unlocked(), target.ignore_type():
+    target[node] = value
+  return config
+
+
+nan, inf = float('nan'), float('inf')
+# Values that cannot train, drawn per key; each must be refused naming it.
+BAD_VALUES = {
+    'model.dropout_rate': st.floats().filter(
+        lambda x: not 0 <= x < 1 and x != -1) | st.just(nan),
+    'model.attention_dropout_rate': st.floats(1, 10) | st.just(-0.5),
+    'model.max_len': st.integers(-10**6, 1) | st.just(2.5) | st.just(True),
+    'model.embed_dim': st.integers(-100, 0),
+    'model.num_layers': st.integers(-5, 0),
+    'finetune.batch_size': st.integers(-100, 0) | st.just(inf),
+    'finetune.num_epochs': st.integers(-100, 0),
+    'finetune.optimizer.lr': st.floats(max_value=0) | st.just(nan),
+    'pretrain.optimizer.lr': st.floats(max_value=0),
+    'finetune.optimizer.b2': st.floats(1, 2) | st.floats(max_value=-1e-9),
+    'finetune.label_smoothing': st.floats(1, 5),
+    'finetune.label_fraction': st.floats(max_value=0) | st.floats(1.01, 9),
+    'pretrain.temperature': st.floats(max_value=0),
+    'pretrain.mask_prob': st.floats(1.001, 5) | st.floats(max_value=-1e-9),
+    'eval.top_k': st.integers(-5, 0),
+    'checkpoint.max_to_keep': st.integers(-5, 0),
+    'log_every_steps': st.integers(-5, 0),
+    'seed': st.integers(max_value=-1) | st.just('0'),
+    'mesh.data': st.integers(-10, -2) | st.just(0),
+    'mesh.model': st.just(0) | st.just(1.5),
+}
+
+
+@SETTINGS
+@hypothesis.given(st.data())
+def test_out_of_range_config_values_are_refused_naming_the_key(data):
+  from rec_jax import config_checks  # pylint: disable=g-import-not-at-top
+  key = data.draw(st.sampled_from(sorted(BAD_VALUES)))
+  value = data.draw(BAD_VALUES[key])
+  with pytest.raises(ValueError, match=f'^config {re.escape(key)}='):
+    config_checks.check_values(_with(_recipe(), key, value))
+
+
+@SETTINGS
+@hypothesis.given(st.floats(0, 0.99), st.integers(2, 512),
+                  st.floats(1e-8, 10), st.integers(1, 4096))
+def test_in_range_config_values_pass(dropout, max_len, lr, batch):
+  from rec_jax import config_checks  # pylint: disable=g-import-not-at-top
+  config = _recipe()
+  for key, value in (('model.dropout_rate', dropout), ('model.max_len',
+                     max_len), ('finetune.optimizer.lr', lr),
+                     ('finetune.batch_size', batch)):
+    config = _with(config, key, value)
+  config_checks.check_values(config)
+
+
+def test_two_open_mesh_axes_are_refused():
+  from rec_jax import config_checks  # pylint: disable=g-import-not-at-top
+  config = _with(_with(_recipe(), 'mesh.data', -1), 'mesh.model', -1)
+  with pytest.raises(ValueError, match='at most one axis may be -1'):
+    config_checks.check_values(config)
+
+
+def test_bad_overrides_stop_the_run_before_it_writes(tmp_path):
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  from conftest import REPO  # pylint: disable=g-import-not-at-top
+  for override, message in (
+      ('model.max_len=abc', 'invalid literal'),
+      ('model.max_len=0', 'config model.max_len=0: expected an integer >= 2'),
+      ('model.dropout_rate=-0.5', 'config model.dropout_rate=-0.5'),
+      ('finetune.optimizer.lr=0', 'config finetune.optimizer.lr=0.0'),
+      ('mesh.data=3', 'does not divide'),
+      ('model.no_such_key=1', 'no_such_key')):
+    workdir = tmp_path / override.split('=')[0]
+    proc = subprocess.run(
+        [sys.executable, '-m', 'rec_jax.main',
+         '--config=configs/sasrec.py:smoke', f'--workdir={workdir}',
+         f'--config.{override}'],
+        cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0, override
+    assert message in proc.stderr, (override, proc.stderr[-1500:])
+    assert not os.path.exists(workdir / 'finetune'), override
