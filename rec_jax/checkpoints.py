@@ -51,9 +51,32 @@ def _leaf_hash(x):
 _hashes = jax.jit(lambda tree: [_leaf_hash(x) for x in jax.tree.leaves(tree)])
 
 
+def _host_hash(x: np.ndarray) -> int:
+  """_leaf_hash in numpy (the same value)."""
+  if x.dtype == np.bool_:
+    bits = x.astype(np.uint32)
+  elif x.dtype.itemsize < 4:
+    bits = x.view({1: np.uint8, 2: np.uint16}[x.dtype.itemsize]).astype(
+        np.uint32)
+  else:
+    bits = np.ascontiguousarray(x).view(np.uint32)
+  bits = bits.reshape(-1)
+  weight = 2 * np.arange(bits.size, dtype=np.uint32) + 1
+  return int(np.sum(bits * weight, dtype=np.uint32))
+
+
 def fingerprint(tree) -> list[str]:
-  """Per-array hashes of a pytree of arrays (computed where they live)."""
-  return [f'{int(h):08x}' for h in np.asarray(jax.device_get(_hashes(tree)))]
+  """Per-array hashes of a pytree of arrays. On accelerators they are
+  computed where the arrays live (nothing large is copied); on CPU, where
+  the arrays are host memory already, in numpy (no compile: ~0.5 s saved
+  per stage)."""
+  leaves = jax.tree.leaves(tree)
+  on_cpu = all(d.platform == 'cpu' for x in leaves for d in x.devices())
+  if on_cpu and jax.process_count() == 1:
+    hashes = [_host_hash(np.asarray(x)) for x in leaves]
+  else:
+    hashes = [int(h) for h in np.asarray(jax.device_get(_hashes(tree)))]
+  return [f'{h:08x}' for h in hashes]
 
 
 def _abstract(tree):

@@ -32,6 +32,13 @@ from rec_jax.data import pipeline
 import conftest
 
 
+# A failed TensorStore read of a damaged checkpoint leaves a callback for an
+# event loop already closed, which Python reports as unraisable (at some
+# later test); the read's error itself is handled: the step is set aside.
+pytestmark = pytest.mark.filterwarnings(
+    'ignore::pytest.PytestUnraisableExceptionWarning')
+
+
 def smoke_config():
   config = conftest.load_config('sasrec', 'smoke')
   config.checkpoint.async_save = False
@@ -226,10 +233,6 @@ def _damage(step_dir, how):
     shutil.rmtree(state)
 
 
-# A failed TensorStore read leaves a callback for an event loop already
-# closed; Python reports it as unraisable. The read's error itself is
-# handled (the checkpoint is set aside).
-@pytest.mark.filterwarnings('ignore::pytest.PytestUnraisableExceptionWarning')
 @pytest.mark.parametrize('how', ['truncated', 'bit_flip', 'meta',
                                  'fingerprint', 'missing_state'])
 def test_damaged_latest_checkpoint_resumes_from_the_one_before(
@@ -334,3 +337,23 @@ def test_sigterm_during_a_save_stops_after_it_and_resumes(
   resumed = finetune.run(smoke_config(), workdir)
   assert resumed['steps'] == full['steps']
   assert resumed['best_valid'] == full['best_valid']
+
+
+def test_fingerprint_is_the_same_on_host_and_device_and_sees_one_bit():
+  rng = np.random.default_rng(0)
+  tree = dict(w=jnp.asarray(rng.normal(size=(7, 5)), jnp.float32),
+              h=jnp.asarray(rng.normal(size=(9,)), jnp.bfloat16),
+              step=jnp.int32(12), mask=jnp.asarray([True, False, True]),
+              q=jnp.arange(-3, 3, dtype=jnp.int8))
+  host = checkpoints.fingerprint(tree)
+  device = [f'{int(h):08x}' for h in jax.device_get(
+      checkpoints._hashes(tree))]  # pylint: disable=protected-access
+  assert host == device
+  w = np.asarray(tree['w']).copy()
+  for bit in (0, 17, 31):
+    flipped = w.copy()
+    flipped.view(np.uint32)[3, 2] ^= np.uint32(1 << bit)
+    got = checkpoints.fingerprint(dict(tree, w=jnp.asarray(flipped)))
+    i = sorted(tree).index('w')  # leaves come in sorted-key order.
+    assert got[i] != host[i] and got[:i] + got[i + 1:] == host[:i] + host[
+        i + 1:], bit
