@@ -258,7 +258,7 @@ def main():
   fig.tight_layout()
   fig.savefig(args.out + '.png', dpi=110)
 
-  rows = '\n'.join(f'| {w["start_s"] / 60:.0f} | {w["requests"]:,} | '
+  rows = '\n'.join(f'| {w["start_s"]:.0f} | {w["requests"]:,} | '
                    f'{w["p50_ms"]} | {w["p99_ms"]} |' for w in windows)
   reload_s = [r['seconds'] for r in reloads]
   text = f"""# Serving soak: {out['model']['dataset']} SASRec
@@ -276,7 +276,7 @@ answered 200 or an invalid one not refused). Reloads: {ok_reloads} of
 ({growth:+.1%}). Result: **{'passed' if passed else 'FAILED'}** (no 5xx,
 no wrong answer, every reload, RSS growth <= 10%).
 
-| minute | valid requests | p50 ms | p99 ms |
+| window from (s) | valid requests | p50 ms | p99 ms |
 |---|---|---|---|
 {rows}
 
