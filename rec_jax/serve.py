@@ -329,12 +329,12 @@ class Service:
                        f'with --admin_token_file or ${ADMIN_TOKEN_ENV}', 403,
                        'admin_disabled')
     scheme, _, given = (authorization or '').strip().partition(' ')
+    given = given.strip()
     challenge = 'Bearer realm="rec_jax admin"'
-    if scheme.lower() != 'bearer' or not given.strip():
+    if scheme.lower() != 'bearer' or not given:
       raise BadRequest('admin endpoints need "Authorization: Bearer TOKEN"',
                        401, 'no_token', {'WWW-Authenticate': challenge})
-    if not hmac.compare_digest(given.strip().encode(),
-                               self.admin_token.encode()):
+    if not hmac.compare_digest(given.encode(), self.admin_token.encode()):
       raise BadRequest('wrong admin token', 401, 'wrong_token', {
           'WWW-Authenticate': challenge + ', error="invalid_token"'})
 

@@ -66,6 +66,18 @@ def crashed(tmp_path_factory):
   return workdir
 
 
+def _resumes_like(full, workdir, from_step=None):
+  """The stage started again in `workdir` (whose latest checkpoint is
+  `from_step`, when given) ends as the run that met no fault."""
+  if from_step is not None:
+    mgr = checkpoints.Manager(workdir, async_save=False)
+    assert mgr.latest_step() == from_step
+    mgr.close()
+  resumed = finetune.run(smoke_config(), workdir)
+  assert resumed['steps'] == full['steps']
+  assert resumed['best_valid'] == full['best_valid']
+
+
 def _latest_state(config, workdir):
   """(step, state) of the latest checkpoint in a fine-tuning workdir."""
   data = trainer.load_data(config)
@@ -129,10 +141,7 @@ def test_nan_at_step_n_stops_naming_it_and_the_last_good_checkpoint_restores(
   assert step == 4 and int(state['step']) == 4
   assert all(np.isfinite(np.asarray(x)).all()
              for x in jax.tree.leaves(state))
-  # The run resumes from it and ends as the run that met no fault.
-  resumed = finetune.run(config, workdir)
-  assert resumed['steps'] == full['steps']
-  assert resumed['best_valid'] == full['best_valid']
+  _resumes_like(full, workdir)  # from checkpoint 4.
 
 
 # ------------------------------------------------- scores at evaluation ----
@@ -237,15 +246,12 @@ def _damage(step_dir, how):
                                  'fingerprint', 'missing_state'])
 def test_damaged_latest_checkpoint_resumes_from_the_one_before(
     tmp_path, monkeypatch, how, full, crashed):
-  config = smoke_config()
   workdir = str(shutil.copytree(crashed, tmp_path / 'run'))
   _damage(os.path.join(workdir, 'checkpoints', '8'), how)
   warnings = []
   monkeypatch.setattr(checkpoints.logging, 'warning',
                       lambda msg, *a: warnings.append(msg % a))
-  resumed = finetune.run(config, workdir)
-  assert resumed['steps'] == full['steps']
-  assert resumed['best_valid'] == full['best_valid']
+  _resumes_like(full, workdir)
   set_aside, = os.listdir(os.path.join(workdir, 'corrupt'))
   assert set_aside.startswith('8-')
   assert any('checkpoints/8 does not read back' in w and
@@ -303,12 +309,7 @@ def test_disk_full_while_saving_leaves_no_checkpoint_to_restore(
   assert 'No space left on device' in repr(failed.value) + ''.join(
       traceback.format_exception(failed.value))
   monkeypatch.undo()
-  mgr = checkpoints.Manager(workdir, async_save=False)
-  assert mgr.latest_step() == 6  # step 8 never looks finished.
-  mgr.close()
-  resumed = finetune.run(smoke_config(), workdir)
-  assert resumed['steps'] == full['steps']
-  assert resumed['best_valid'] == full['best_valid']
+  _resumes_like(full, workdir, from_step=6)  # step 8 never looks finished.
   assert not os.path.exists(os.path.join(workdir, 'corrupt'))
 
 
@@ -331,12 +332,7 @@ def test_sigterm_during_a_save_stops_after_it_and_resumes(
   assert stopped.value.code == 143 and stopped.value.step >= 8
   assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # restored.
   monkeypatch.undo()
-  mgr = checkpoints.Manager(workdir, async_save=False)
-  assert mgr.latest_step() == stopped.value.step
-  mgr.close()
-  resumed = finetune.run(smoke_config(), workdir)
-  assert resumed['steps'] == full['steps']
-  assert resumed['best_valid'] == full['best_valid']
+  _resumes_like(full, workdir, from_step=stopped.value.step)
 
 
 def test_fingerprint_is_the_same_on_host_and_device_and_sees_one_bit():
